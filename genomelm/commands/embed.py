@@ -1,0 +1,234 @@
+"""`genomelm embed`: embeddings of windows of a genome, streamed to a safetensors file.
+
+Rows are windows (pooling mean/last) or tokens (pooling none). Each row carries its coordinates:
+contig index, 0-based half-open start/end, and strand (1 forward, 0 both strands averaged).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from genomelm.commands._common import (
+    autocast,
+    batched,
+    load_inference_model,
+    model_label,
+    pad_right,
+    select_device,
+    set_threads,
+)
+from genomelm.errors import UsageError
+from genomelm.formats.embeddings import EmbeddingWriter
+from genomelm.formats.fasta import FastaSource, Window, parse_regions
+from genomelm.log import get_logger, progress
+from genomelm.tokenizer import PAD_ID, CharTokenizer, reverse_complement_ids
+
+log = get_logger(__name__)
+
+POOLINGS = ("mean", "last", "none")
+DEFAULT_WINDOW_CAP = 32768
+PER_TOKEN_LIMIT_BYTES = 2 * 1024**3  # --pooling none refuses larger outputs unless --force
+
+
+@dataclass
+class EmbedOptions:
+    fasta: str
+    output: str
+    model: str | None = None
+    regions: list[str] | None = None  # BED paths and/or samtools-style regions (1-based inclusive)
+    window: int | None = None  # default: the model's max length, capped at 32k
+    stride: int | None = None  # default: the window (non-overlapping tiles)
+    pooling: str = "mean"
+    layer: int = -1  # -1 = final normalised output
+    rc: bool = False  # average forward and reverse-complement strands
+    batch_size: int = 8
+    device: str = "auto"
+    precision: str = "fp32"
+    conv_backend: str | None = None
+    threads: int | None = None
+    force: bool = False
+    trust_checkpoint: bool = False
+
+
+@dataclass
+class EmbedSummary:
+    output: str
+    rows: int
+    windows: int
+    bases: int
+    dim: int
+    seconds: float
+
+    @property
+    def bases_per_second(self) -> float:
+        return self.bases / self.seconds if self.seconds > 0 else 0.0
+
+
+def run(opts: EmbedOptions) -> EmbedSummary:
+    _check_options(opts)
+    set_threads(opts.threads)
+    device = select_device(opts.device)
+    model = load_inference_model(opts.model, device, opts.conv_backend, opts.trust_checkpoint)
+    window, stride = _window_and_stride(opts, model.l_max)
+    regions = _regions(opts.regions)
+    started = time.perf_counter()
+    with FastaSource(opts.fasta) as fasta:
+        expected = _expected_bases(fasta, regions, window, stride)
+        _check_output_size(opts, expected, model.config.d_model)
+        metadata = _metadata(opts, model, window, stride)
+        with EmbeddingWriter(opts.output, metadata) as writer:
+            _declare(writer, opts.pooling, model.config.d_model)
+            rows, windows, bases = _embed_all(opts, model, device, fasta.windows(window, stride, regions), writer, expected)
+            writer.set_metadata("contigs", json.dumps(fasta.contig_names))
+    seconds = time.perf_counter() - started
+    summary = EmbedSummary(opts.output, rows, windows, bases, model.config.d_model, seconds)
+    log.info("embedded %d windows (%s bp) into %d rows in %.1f s (%.0f bp/s) -> %s",
+             windows, f"{bases:,}", rows, seconds, summary.bases_per_second, opts.output)
+    return summary
+
+
+def _check_options(opts: EmbedOptions) -> None:
+    if opts.pooling not in POOLINGS:
+        raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got {opts.pooling!r}")
+    if opts.output == "-":
+        raise UsageError("embed writes a binary safetensors file: give -o PATH (not '-')")
+    if opts.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {opts.batch_size}")
+
+
+def _window_and_stride(opts: EmbedOptions, l_max: int) -> tuple[int, int]:
+    window = opts.window or min(l_max, DEFAULT_WINDOW_CAP)
+    if window < 1:
+        raise UsageError(f"--window must be >= 1, got {window}")
+    if window > l_max:
+        raise UsageError(f"--window {window} is longer than the model's maximum length {l_max}")
+    stride = opts.stride or window
+    if stride < 1:
+        raise UsageError(f"--stride must be >= 1, got {stride}")
+    return window, stride
+
+
+def _regions(specs: list[str] | None):
+    if not specs:
+        return None
+    return [region for spec in specs for region in parse_regions(spec)]
+
+
+def _expected_bases(fasta: FastaSource, regions, window: int, stride: int) -> int | None:
+    """Bases that will be embedded (tokens, counting overlaps), when known without reading the sequence."""
+    if not fasta.indexed:
+        return None
+    lengths = fasta.contig_lengths()
+    spans = [(0, n) for n in lengths.values()] if regions is None else [
+        (r.start, r.end if r.end is not None else lengths.get(r.contig, 0)) for r in regions
+    ]
+    return sum(_tiled_bases(end - start, window, stride) for start, end in spans if end > start)
+
+
+def _tiled_bases(length: int, window: int, stride: int) -> int:
+    """Tokens covered by tiling ``length`` with windows of ``window`` every ``stride`` (last one clipped)."""
+    if length <= window:
+        return length
+    full = (length - window + stride - 1) // stride  # windows that start before the last one
+    return full * window + (length - full * stride)
+
+
+def _check_output_size(opts: EmbedOptions, expected_bases: int | None, dim: int) -> None:
+    if opts.pooling != "none" or opts.force or expected_bases is None:
+        return
+    size = expected_bases * dim * 4
+    if size > PER_TOKEN_LIMIT_BYTES:
+        raise UsageError(
+            f"--pooling none would write about {size / 1024**3:.1f} GiB of per-token embeddings; "
+            "narrow it with --regions, or pass --force"
+        )
+
+
+def _metadata(opts: EmbedOptions, model, window: int, stride: int) -> dict[str, str]:
+    settings = {k: v for k, v in asdict(opts).items() if k not in ("output", "trust_checkpoint")}
+    settings.update(window=window, stride=stride)
+    return {
+        "format": "genomelm-embeddings",
+        "model": model_label(opts.model, model),
+        "model_config": model.config.to_json(),
+        "settings": json.dumps(settings, sort_keys=True),
+        "coordinates": "0-based half-open [start, end); strand 1 = forward, 0 = mean of both strands",
+    }
+
+
+def _declare(writer: EmbeddingWriter, pooling: str, dim: int) -> None:
+    writer.declare("embeddings", (dim,), np.float32)
+    for name, dtype in (("contig", np.int32), ("start", np.int64), ("end", np.int64), ("strand", np.int8)):
+        writer.declare(name, (), dtype)
+
+
+def _embed_all(opts, model, device, windows: Iterator[Window], writer, expected: int | None):
+    tokenizer = CharTokenizer()
+    rows = n_windows = n_bases = 0
+    with progress("bp") as bar:
+        task = bar.add_task("embed", total=expected)
+        for batch in batched(windows, opts.batch_size):
+            ids = [tokenizer.encode(w.sequence, record=w.contig, offset=w.start) for w in batch]
+            vectors = embed_ids(model, ids, device, opts)
+            rows += _write_batch(writer, batch, vectors, opts)
+            n_windows += len(batch)
+            batch_bases = sum(len(i) for i in ids)
+            n_bases += batch_bases
+            bar.advance(task, batch_bases)
+    return rows, n_windows, n_bases
+
+
+@torch.inference_mode()
+def embed_ids(model, ids: list[np.ndarray], device: torch.device, opts: EmbedOptions) -> list[np.ndarray]:
+    """Pooled vectors (D,) or per-token matrices (L, D) for each id array; both strands averaged with rc."""
+    vectors = _pooled(model, ids, device, opts, reverse=False)
+    if opts.rc:
+        reverse = _pooled(model, [reverse_complement_ids(i) for i in ids], device, opts, reverse=True)
+        vectors = [(f + r) / 2 for f, r in zip(vectors, reverse)]
+    return vectors
+
+
+def _pooled(model, ids, device, opts: EmbedOptions, reverse: bool) -> list[np.ndarray]:
+    tokens, lengths = pad_right(ids, PAD_ID, device)
+    with autocast(device, opts.precision):
+        hidden = model.hidden_states(tokens, layer=opts.layer)  # (B, L, D)
+    hidden = hidden.float()
+    out = []
+    for row, length in zip(hidden, lengths.tolist()):
+        real = row[:length]  # (l, D): right padding never leaks into real positions (causal model)
+        if opts.pooling == "mean":
+            out.append(real.mean(dim=0))
+        elif opts.pooling == "last":
+            out.append(real[-1])
+        else:  # per token; the reverse strand is flipped back onto forward coordinates
+            out.append(real.flip(0) if reverse else real)
+    return [t.cpu().numpy() for t in out]
+
+
+def _write_batch(writer: EmbeddingWriter, batch: list[Window], vectors, opts: EmbedOptions) -> int:
+    strand = 0 if opts.rc else 1
+    if opts.pooling != "none":
+        writer.add("embeddings", np.stack(vectors).astype(np.float32))
+        _add_coordinates(writer, [w.contig_index for w in batch], [w.start for w in batch],
+                         [w.end for w in batch], strand)
+        return len(batch)
+    rows = 0
+    for window, matrix in zip(batch, vectors):
+        positions = np.arange(window.start, window.end, dtype=np.int64)
+        writer.add("embeddings", matrix.astype(np.float32))
+        _add_coordinates(writer, np.full(len(positions), window.contig_index), positions, positions + 1, strand)
+        rows += len(positions)
+    return rows
+
+
+def _add_coordinates(writer: EmbeddingWriter, contigs, starts, ends, strand: int) -> None:
+    writer.add("contig", np.asarray(contigs, dtype=np.int32))
+    writer.add("start", np.asarray(starts, dtype=np.int64))
+    writer.add("end", np.asarray(ends, dtype=np.int64))
+    writer.add("strand", np.full(len(starts), strand, dtype=np.int8))

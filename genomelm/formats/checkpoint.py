@@ -1,0 +1,413 @@
+"""Model weights in and out (DESIGN.md §5, §7; house rules 3 and 4).
+
+Native format: a directory with config.json (HyenaConfig + provenance), model.safetensors (the tied head
+stored once) and README.md (model card). Official layouts are imported through explicit key tables:
+  - Lightning: weights.ckpt (pickle, {'state_dict': ...}) + config.json; filter shift 0.0 (training code).
+  - Hugging Face '-hf': model.safetensors + config.json (model_type hyenadna); filter shift 0.05.
+Pickles are opened with torch.load(weights_only=True) only; anything that needs full unpickling requires
+the caller's explicit opt-in (``trust_checkpoint=True``, the CLI's --trust-checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from genomelm.errors import FormatError, InputError, UsageError
+from genomelm.log import get_logger
+from genomelm.model.config import PRESETS, HyenaConfig, preset
+from genomelm.model.lm import HyenaDNA
+from genomelm.tokenizer import VOCAB
+
+log = get_logger(__name__)
+
+NATIVE_FORMAT = "genomelm-hyenadna"
+NATIVE_VERSION = 1
+LIGHTNING_SHIFT = 0.0  # the official training code's ExponentialModulation default
+HF_SHIFT = 0.05  # the official standalone / Hugging Face port's default
+
+# Buffers the official code stores but genomelm recomputes from l_max (checked, then dropped, on import).
+_RECOMPUTED_SUFFIXES = ("filter_fn.pos_emb.z", "filter_fn.pos_emb.t", "filter_fn.modulation.deltas")
+
+
+@dataclass
+class LoadReport:
+    """What an import found: which keys it mapped, dropped as duplicates, or could not place."""
+
+    source: str
+    mapped: int = 0
+    dropped: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- native format
+
+
+def save_model(model: HyenaDNA, directory: str | os.PathLike, card: str | None = None, **provenance) -> Path:
+    """Write ``model`` as a native checkpoint directory, atomically (temp dir + rename)."""
+    from safetensors.torch import save_model as save_safetensors
+
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        config = model.config.to_dict()
+        config["extra"] = {**config.get("extra", {}), **provenance}
+        meta = {"format": NATIVE_FORMAT, "format_version": NATIVE_VERSION, "vocab": VOCAB, "model": config}
+        (staging / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        save_safetensors(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        (staging / "README.md").write_text(card or default_model_card(model))
+        _replace_dir(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _replace_dir(staging: Path, target: Path) -> None:
+    """Move a finished directory into place; an existing target is replaced only once the new one is whole."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+def default_model_card(model: HyenaDNA) -> str:
+    c = model.config
+    source = c.extra.get("source", "genomelm")
+    return (
+        f"# HyenaDNA model (genomelm native format)\n\n"
+        f"- architecture: HyenaDNA, d_model {c.d_model}, {c.n_layer} layers, d_inner {c.d_inner}, "
+        f"max length {c.l_max}\n- parameters: {model.num_parameters():,}\n- filter shift: {c.filter_shift}\n"
+        f"- source: {source}\n\nLoad with `genomelm.load_model(path)` or `--model path`.\n"
+    )
+
+
+def load_native(directory: Path) -> HyenaDNA:
+    from safetensors.torch import load_model as load_safetensors
+
+    meta = _read_json(directory / "config.json")
+    if meta.get("format_version", 0) > NATIVE_VERSION:
+        raise FormatError(f"{directory}: written by a newer genomelm (format_version {meta['format_version']})")
+    model = HyenaDNA(_config_from(meta["model"], directory))
+    try:
+        missing, unexpected = load_safetensors(model, str(directory / "model.safetensors"), strict=False)
+    except Exception as exc:  # safetensors raises RuntimeError/SafetensorError on shape or header problems
+        raise FormatError(f"{directory / 'model.safetensors'}: {_first_line(exc)}") from None
+    if model.config.tie_embeddings:
+        missing = [k for k in missing if k != "lm_head.weight"]  # stored once, as the embedding
+    _check_keys(directory, missing, unexpected)
+    return model.eval()
+
+
+def _config_from(values: dict, where: Path) -> HyenaConfig:
+    try:
+        return HyenaConfig.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        raise FormatError(f"{where / 'config.json'}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- official imports
+
+
+def lightning_config(raw: dict) -> HyenaConfig:
+    """HyenaConfig from an official Lightning config.json (d_model, n_layer, ..., layer{...})."""
+    layer = raw.get("layer", {})
+    return HyenaConfig(
+        d_model=raw["d_model"],
+        n_layer=raw["n_layer"],
+        d_inner=raw.get("d_inner") or 4 * raw["d_model"],
+        vocab_size=raw.get("vocab_size", 12),
+        pad_vocab_size_multiple=raw.get("pad_vocab_size_multiple", 8),
+        l_max=layer["l_max"],
+        layer_norm_epsilon=raw.get("layer_norm_epsilon", 1e-5),
+        residual_in_fp32=raw.get("residual_in_fp32", True),
+        embed_dropout=raw.get("embed_dropout", 0.1),
+        resid_dropout=raw.get("resid_dropout", 0.0),
+        filter_order=layer.get("filter_order", 64),
+        emb_dim=layer.get("emb_dim", 3),
+        short_filter_order=layer.get("local_order", 3),
+        activation_freq=float(layer.get("w", 1)),
+        modulate=layer.get("modulate", True),
+        filter_shift=float(layer.get("shift", LIGHTNING_SHIFT)),
+        extra={"source": "lightning"},
+    )
+
+
+def hf_config(raw: dict) -> HyenaConfig:
+    """HyenaConfig from an official Hugging Face config.json (model_type hyenadna)."""
+    return HyenaConfig(
+        d_model=raw["d_model"],
+        n_layer=raw["n_layer"],
+        d_inner=raw.get("d_inner") or 4 * raw["d_model"],
+        vocab_size=raw.get("vocab_size", 12),
+        pad_vocab_size_multiple=raw.get("pad_vocab_size_multiple", 8),
+        l_max=raw["max_seq_len"],
+        layer_norm_epsilon=raw.get("layer_norm_epsilon", 1e-5),
+        residual_in_fp32=raw.get("residual_in_fp32", True),
+        embed_dropout=raw.get("embed_dropout", 0.1),
+        hyena_order=raw.get("hyena_order", 2),
+        filter_order=raw.get("filter_order", 64),
+        emb_dim=raw.get("emb_dim", 5),
+        short_filter_order=raw.get("short_filter_order", 3),
+        num_inner_mlps=raw.get("num_inner_mlps", 2),
+        activation_freq=float(raw.get("activation_freq", 10)),
+        filter_shift=HF_SHIFT,
+        extra={"source": "huggingface"},
+    )
+
+
+def _official_key_to_native(key: str, prefix: str) -> str | None:
+    """Map one official key to its genomelm name, or None if it does not belong to the model."""
+    if key == "model.lm_head.weight" or key == "lm_head.weight":
+        return "lm_head.weight"
+    if not key.startswith(prefix):
+        return None
+    key = "backbone." + key[len(prefix) :]
+    # Gradient-checkpointed models wrap mixer and mlp in a `.layer` module.
+    return re.sub(r"\.(mixer|mlp)\.layer\.", r".\1.", key)
+
+
+def import_state_dict(state: dict[str, torch.Tensor], config: HyenaConfig, prefix: str, source: str):
+    """Build a model from official weights through the explicit key table; report what did not fit."""
+    model = HyenaDNA(config)
+    expected = model.state_dict()
+    report = LoadReport(source=source)
+    mapped: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        native = _official_key_to_native(key, prefix)
+        if native is None or native in mapped:
+            report.unexpected.append(key) if native is None else report.dropped.append(key)
+            continue
+        if native.endswith(_RECOMPUTED_SUFFIXES):
+            _check_recomputed(model, native, tensor, key)
+            report.dropped.append(key)
+            continue
+        if native not in expected:
+            report.unexpected.append(key)
+            continue
+        mapped[native] = tensor
+    _place_weights(model, mapped, expected, report)
+    return model.eval(), report
+
+
+def _place_weights(model: HyenaDNA, mapped: dict, expected: dict, report: LoadReport) -> None:
+    aliases = _shared_parameter_aliases(model)
+    _check_aliases_agree(mapped, aliases)
+    for name, target in expected.items():
+        present = name if name in mapped else next((a for a in aliases.get(name, ()) if a in mapped), None)
+        if present is None:
+            report.missing.append(name)
+        elif tuple(mapped[present].shape) != tuple(target.shape):
+            raise FormatError(
+                f"shape mismatch for {name}: checkpoint {tuple(mapped[present].shape)}, model {tuple(target.shape)}"
+            )
+    if report.missing or report.unexpected:
+        raise FormatError(
+            f"{report.source}: weights do not match the architecture; "
+            f"missing: {', '.join(report.missing) or 'none'}; unexpected: {', '.join(report.unexpected) or 'none'}"
+        )
+    with torch.no_grad():
+        model.load_state_dict(mapped, strict=False)
+    report.mapped = len(mapped)
+
+
+def _shared_parameter_aliases(model: HyenaDNA) -> dict[str, list[str]]:
+    """Names that refer to one tensor (the shared Sin frequency, the tied head): name -> other names."""
+    groups: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(param), []).append(name)
+    return {name: [n for n in names if n != name] for names in groups.values() for name in names}
+
+
+def _check_aliases_agree(mapped: dict, aliases: dict) -> None:
+    """A checkpoint that stores a shared tensor several times must store the same values each time."""
+    for name, others in aliases.items():
+        for other in others:
+            if name in mapped and other in mapped and not torch.equal(mapped[name], mapped[other]):
+                raise FormatError(f"{name} and {other} must be one shared tensor but differ in the checkpoint")
+
+
+def _check_recomputed(model: HyenaDNA, native: str, stored: torch.Tensor, key: str) -> None:
+    """The official z, t and deltas must equal what genomelm recomputes, or the import would be wrong."""
+    ours = dict(model.named_buffers())[native]
+    if tuple(ours.shape) != tuple(stored.shape) or not torch.allclose(ours, stored.float(), atol=1e-5):
+        raise FormatError(f"{key}: stored buffer differs from the one implied by the config (shape {tuple(stored.shape)})")
+
+
+def _untie_if_head_differs(state: dict, config: HyenaConfig) -> HyenaConfig:
+    """An untied head (HF allows it) is kept untied rather than silently replaced by the embedding."""
+    head = state.get("lm_head.weight")
+    embed = state.get("hyena.backbone.embeddings.word_embeddings.weight")
+    if head is not None and embed is not None and not torch.equal(head, embed):
+        return config.replace(tie_embeddings=False)
+    return config
+
+
+def load_lightning(directory: Path, trust_checkpoint: bool = False) -> tuple[HyenaDNA, LoadReport]:
+    config = lightning_config(_read_json(directory / "config.json"))
+    checkpoint = _torch_load(directory / "weights.ckpt", trust_checkpoint)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise FormatError(f"{directory / 'weights.ckpt'}: no state_dict inside")
+    return import_state_dict(state, config, "model.backbone.", "lightning")
+
+
+def load_hf(directory: Path) -> tuple[HyenaDNA, LoadReport]:
+    from safetensors.torch import load_file
+
+    config = hf_config(_read_json(directory / "config.json"))
+    weights = directory / "model.safetensors"
+    if weights.exists():
+        state = load_file(str(weights))
+    elif (directory / "pytorch_model.bin").exists():
+        state = _torch_load(directory / "pytorch_model.bin", trust_checkpoint=False)
+    else:
+        raise FormatError(f"{directory}: no model.safetensors (or pytorch_model.bin) beside config.json")
+    config = _untie_if_head_differs(state, config)
+    return import_state_dict(state, config, "hyena.backbone.", "huggingface")
+
+
+def _torch_load(path: Path, trust_checkpoint: bool):
+    """torch.load without unpickling arbitrary objects unless the user explicitly opted in."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+    except Exception as exc:
+        if not trust_checkpoint and "weights_only" in str(exc):
+            raise FormatError(
+                f"{path}: holds Python objects beyond tensors and refuses to load safely; if you trust its "
+                "source, rerun with --trust-checkpoint (this unpickles the file and can run code from it)"
+            ) from None
+        raise FormatError(f"{path}: cannot be read as a PyTorch checkpoint ({_first_line(exc)})") from None
+
+
+# --------------------------------------------------------------------------- detection and --model
+
+
+def detect_layout(directory: Path) -> str:
+    """'native', 'lightning' or 'huggingface' for a checkpoint directory."""
+    config_path = directory / "config.json"
+    if not config_path.exists():
+        raise FormatError(f"{directory}: no config.json, not a model directory")
+    config = _read_json(config_path)
+    if config.get("format") == NATIVE_FORMAT:
+        return "native"
+    if (directory / "weights.ckpt").exists():
+        return "lightning"
+    if config.get("model_type", "").lower() == "hyenadna" or "max_seq_len" in config:
+        return "huggingface"
+    raise FormatError(f"{directory}: config.json is neither genomelm, official Lightning nor Hugging Face HyenaDNA")
+
+
+def load_checkpoint_dir(
+    directory: str | os.PathLike, trust_checkpoint: bool = False, filter_shift: float | None = None
+) -> HyenaDNA:
+    """Load a checkpoint directory of any supported layout; ``filter_shift`` overrides the recorded one."""
+    path = Path(directory)
+    layout = detect_layout(path)
+    if layout == "native":
+        model = load_native(path)
+    else:
+        loader = load_lightning if layout == "lightning" else load_hf
+        model, report = loader(path, trust_checkpoint) if layout == "lightning" else loader(path)
+        log.info("imported %s checkpoint %s: %d tensors mapped", layout, path, report.mapped)
+        model.config.extra["source_path"] = str(path)
+    if filter_shift is not None:
+        _set_filter_shift(model, filter_shift)
+    return model
+
+
+def _set_filter_shift(model: HyenaDNA, shift: float) -> None:
+    model.config.filter_shift = shift
+    for layer in model.backbone.layers:
+        layer.mixer.filter_fn.modulation.shift = shift
+
+
+def builtin_model_dir() -> Path:
+    """The default model shipped inside the package."""
+    return Path(__file__).resolve().parent.parent / "pretrained"
+
+
+def load_model(
+    spec: str | os.PathLike | None = None,
+    trust_checkpoint: bool = False,
+    filter_shift: float | None = None,
+) -> HyenaDNA:
+    """Resolve ``--model``: None/'default' (the shipped model), a local directory, a preset (random
+    weights, with a warning), or a Hugging Face Hub id (only with huggingface_hub installed and online)."""
+    if spec is None or str(spec) == "default":
+        return _load_builtin(filter_shift)
+    path = Path(spec)
+    if path.is_dir():
+        return load_checkpoint_dir(path, trust_checkpoint, filter_shift)
+    if str(spec) in PRESETS:
+        log.warning("model %s: randomly initialised weights (a preset, not a trained model)", spec)
+        model = HyenaDNA(preset(str(spec))).eval()
+        if filter_shift is not None:
+            _set_filter_shift(model, filter_shift)
+        return model
+    if path.exists():
+        raise UsageError(f"--model {spec}: expected a model directory (config.json + weights), got a file")
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", str(spec)):
+        return load_checkpoint_dir(_download_from_hub(str(spec)), trust_checkpoint, filter_shift)
+    raise UsageError(
+        f"--model {spec}: no such directory, preset ({', '.join(PRESETS)}) or Hugging Face id (org/name)"
+    )
+
+
+def _load_builtin(filter_shift: float | None) -> HyenaDNA:
+    directory = builtin_model_dir()
+    if not (directory / "model.safetensors").exists():
+        raise UsageError(
+            "no default model is shipped with this installation yet; pass --model "
+            "(a checkpoint directory, an official HyenaDNA directory, or a preset name)"
+        )
+    return load_checkpoint_dir(directory, filter_shift=filter_shift)
+
+
+def _download_from_hub(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download  # optional dependency
+    except ImportError:
+        raise UsageError(
+            f"--model {repo_id}: looks like a Hugging Face Hub id, but huggingface_hub is not installed "
+            "(pip install huggingface_hub), or download the model and pass its directory"
+        ) from None
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.ckpt", "*.md"]))
+    except Exception as exc:  # offline, unknown id, or no permission
+        raise InputError(f"--model {repo_id}: cannot fetch from the Hugging Face Hub ({_first_line(exc)})") from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FormatError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _check_keys(where: Path, missing, unexpected) -> None:
+    if missing or unexpected:
+        raise FormatError(
+            f"{where}: weights do not match config.json; missing: {', '.join(missing) or 'none'}; "
+            f"unexpected: {', '.join(unexpected) or 'none'}"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

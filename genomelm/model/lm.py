@@ -1,0 +1,115 @@
+"""The HyenaDNA language model: embedding, Hyena blocks, final norm, head tied to the embedding."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from genomelm.errors import UsageError
+from genomelm.model.config import HyenaConfig
+from genomelm.model.hyena import Block
+
+
+class Embeddings(nn.Module):
+    def __init__(self, config: HyenaConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.padded_vocab_size, config.d_model)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.word_embeddings(input_ids)
+
+
+class Backbone(nn.Module):
+    """Embedding -> n_layer blocks -> ln_f. Hidden states of any layer are reachable (``upto_layer``)."""
+
+    def __init__(self, config: HyenaConfig):
+        super().__init__()
+        self.embeddings = Embeddings(config)
+        self.drop_embed = nn.Dropout(config.embed_dropout)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.d_model, eps=config.layer_norm_epsilon)
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        upto_layer: int | None = None,
+    ) -> torch.Tensor:
+        """(B, L) ids or (B, L, D) embeddings -> (B, L, D).
+
+        upto_layer None (or n_layer): the final normalised output (what the LM head reads).
+        upto_layer i in [0, n_layer): the residual stream after i blocks (0 = the token embeddings).
+        """
+        hidden = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        residual = self.drop_embed(hidden)  # (B, L, D)
+        n_blocks = len(self.layers) if upto_layer is None else upto_layer
+        for layer in self.layers[:n_blocks]:
+            if self.gradient_checkpointing and self.training:
+                residual = checkpoint(layer, residual, use_reentrant=False)
+            else:
+                residual = layer(residual)
+        if n_blocks < len(self.layers):
+            return residual.float()
+        return self.ln_f(residual.to(self.ln_f.weight.dtype))
+
+
+class HyenaDNA(nn.Module):
+    """HyenaDNA causal language model over the official character vocabulary."""
+
+    def __init__(self, config: HyenaConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = Backbone(config)
+        self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
+        self.apply(self._init_weights)
+        self._rescale_residual_projections()
+        if config.tie_embeddings:
+            self.lm_head.weight = self.backbone.embeddings.word_embeddings.weight
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # The official initialisation: N(0, 0.02) for every Linear (implicit filter included) and the embedding.
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.config.initializer_range)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def _rescale_residual_projections(self) -> None:
+        # GPT-2 style: projections that write into the residual stream scaled by 1/sqrt(2 n_layer).
+        std = self.config.initializer_range / math.sqrt(2 * self.config.n_layer)
+        for name, param in self.named_parameters():
+            if name.endswith(("mixer.out_proj.weight", "mlp.fc2.weight")):
+                nn.init.normal_(param, std=std)
+
+    @property
+    def l_max(self) -> int:
+        return self.config.l_max
+
+    def set_conv_backend(self, backend: str | None) -> None:
+        """'torch', 'cuda', 'auto' or None (GENOMELM_CONV_BACKEND / auto) for every Hyena operator."""
+        for layer in self.backbone.layers:
+            layer.mixer.conv_backend = backend
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        self.backbone.gradient_checkpointing = enabled
+
+    def hidden_states(self, input_ids: torch.Tensor, layer: int = -1) -> torch.Tensor:
+        """(B, L) -> (B, L, D). layer -1 / n_layer: final normalised output; 0..n_layer-1 see Backbone."""
+        n = self.config.n_layer
+        if not -1 <= layer <= n:
+            raise UsageError(f"layer {layer} out of range for a {n}-layer model (use 0..{n}, or -1 for the last)")
+        return self.backbone(input_ids, upto_layer=None if layer in (-1, n) else layer)
+
+    def forward(
+        self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, L) ids (or (B, L, D) embeddings) -> (B, L, padded_vocab) next-token logits."""
+        hidden = self.backbone(input_ids, inputs_embeds=inputs_embeds)
+        return self.lm_head(hidden)
+
+    def num_parameters(self) -> int:
+        """Unique trainable parameters (the tied head counted once)."""
+        return sum(p.numel() for p in self.parameters())
