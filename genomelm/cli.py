@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Annotated, Callable, Optional
+from collections.abc import Callable
+from typing import Annotated, Optional
 
 import typer
 
@@ -30,15 +31,21 @@ _state = {"debug": False, "quiet": False}
 
 ModelOpt = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="Built-in name, checkpoint directory (genomelm, official Lightning or HF), "
-                 "preset (random weights) or Hugging Face id. Default: the shipped model."),
+    typer.Option(
+        "--model",
+        "-m",
+        help="Built-in name, checkpoint directory (genomelm, official Lightning or HF), "
+        "preset (random weights) or Hugging Face id. Default: the shipped model.",
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 PrecisionOpt = Annotated[str, typer.Option(help="fp32 or bf16 (autocast; the FFT stays fp32).")]
 ConvBackendOpt = Annotated[
     Optional[str],
-    typer.Option("--conv-backend", help="Long-convolution backend: torch, cuda or auto "
-                 "(default: $GENOMELM_CONV_BACKEND or auto)."),
+    typer.Option(
+        "--conv-backend",
+        help="Long-convolution backend: torch, cuda or auto (default: $GENOMELM_CONV_BACKEND or auto).",
+    ),
 ]
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="Cap torch/OpenMP CPU threads.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only; no progress bar.")]
@@ -56,7 +63,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
     quiet: QuietOpt = False,
     debug: Annotated[bool, typer.Option("--debug", help="Full tracebacks on errors.")] = False,
 ) -> None:
@@ -108,7 +117,9 @@ def embed(
     model: ModelOpt = None,
     regions: Annotated[
         Optional[list[str]],
-        typer.Option("--regions", "-r", help="BED file (0-based) or region chr:start-end (1-based inclusive); repeatable."),
+        typer.Option(
+            "--regions", "-r", help="BED file (0-based) or region chr:start-end (1-based inclusive); repeatable."
+        ),
     ] = None,
     window: Annotated[Optional[int], typer.Option(help="Window length (default: model max, capped at 32768).")] = None,
     stride: Annotated[Optional[int], typer.Option(help="Step between windows (default: the window).")] = None,
@@ -129,11 +140,26 @@ def embed(
     def work():
         from genomelm.commands import embed as command
 
-        return command.run(command.EmbedOptions(
-            fasta=fasta, output=output, model=model, regions=regions, window=window, stride=stride,
-            pooling=pooling, layer=layer, rc=rc, batch_size=batch_size, device=device, precision=precision,
-            conv_backend=conv_backend, threads=threads, force=force, trust_checkpoint=trust_checkpoint,
-        ))
+        return command.run(
+            command.EmbedOptions(
+                fasta=fasta,
+                output=output,
+                model=model,
+                regions=regions,
+                window=window,
+                stride=stride,
+                pooling=pooling,
+                layer=layer,
+                rc=rc,
+                batch_size=batch_size,
+                device=device,
+                precision=precision,
+                conv_backend=conv_backend,
+                threads=threads,
+                force=force,
+                trust_checkpoint=trust_checkpoint,
+            )
+        )
 
     _execute(work, quiet)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 _LOGGER_NAME = "genomelm"
 _quiet = False

@@ -1,1 +1,1 @@
-"""One module per subcommand: an *Options dataclass, run(options) -> *Summary. No typer, no sys.exit."""
+"""One module per subcommand: an *Options dataclass, run(options) -> *Summary. No typer, never exits the process."""

@@ -40,6 +40,5 @@ def run(opts: ConvertOptions) -> ConvertSummary:
     layout = detect_layout(source)
     model = load_checkpoint_dir(source, opts.trust_checkpoint, opts.filter_shift)
     save_model(model, output, converted_from=str(source), source_layout=layout)
-    log.info("converted %s checkpoint %s -> %s (%s parameters)", layout, source, output,
-             f"{model.num_parameters():,}")
+    log.info("converted %s checkpoint %s -> %s (%s parameters)", layout, source, output, f"{model.num_parameters():,}")
     return ConvertSummary(layout, str(output), model.num_parameters(), model.config.filter_shift)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -84,12 +84,21 @@ def run(opts: EmbedOptions) -> EmbedSummary:
         metadata = _metadata(opts, model, window, stride)
         with EmbeddingWriter(opts.output, metadata) as writer:
             _declare(writer, opts.pooling, model.config.d_model)
-            rows, windows, bases = _embed_all(opts, model, device, fasta.windows(window, stride, regions), writer, expected)
+            rows, windows, bases = _embed_all(
+                opts, model, device, fasta.windows(window, stride, regions), writer, expected
+            )
             writer.set_metadata("contigs", json.dumps(fasta.contig_names))
     seconds = time.perf_counter() - started
     summary = EmbedSummary(opts.output, rows, windows, bases, model.config.d_model, seconds)
-    log.info("embedded %d windows (%s bp) into %d rows in %.1f s (%.0f bp/s) -> %s",
-             windows, f"{bases:,}", rows, seconds, summary.bases_per_second, opts.output)
+    log.info(
+        "embedded %d windows (%s bp) into %d rows in %.1f s (%.0f bp/s) -> %s",
+        windows,
+        f"{bases:,}",
+        rows,
+        seconds,
+        summary.bases_per_second,
+        opts.output,
+    )
     return summary
 
 
@@ -125,9 +134,11 @@ def _expected_bases(fasta: FastaSource, regions, window: int, stride: int) -> in
     if not fasta.indexed:
         return None
     lengths = fasta.contig_lengths()
-    spans = [(0, n) for n in lengths.values()] if regions is None else [
-        (r.start, r.end if r.end is not None else lengths.get(r.contig, 0)) for r in regions
-    ]
+    spans = (
+        [(0, n) for n in lengths.values()]
+        if regions is None
+        else [(r.start, r.end if r.end is not None else lengths.get(r.contig, 0)) for r in regions]
+    )
     return sum(_tiled_bases(end - start, window, stride) for start, end in spans if end > start)
 
 
@@ -215,8 +226,9 @@ def _write_batch(writer: EmbeddingWriter, batch: list[Window], vectors, opts: Em
     strand = 0 if opts.rc else 1
     if opts.pooling != "none":
         writer.add("embeddings", np.stack(vectors).astype(np.float32))
-        _add_coordinates(writer, [w.contig_index for w in batch], [w.start for w in batch],
-                         [w.end for w in batch], strand)
+        _add_coordinates(
+            writer, [w.contig_index for w in batch], [w.start for w in batch], [w.end for w in batch], strand
+        )
         return len(batch)
     rows = 0
     for window, matrix in zip(batch, vectors):

@@ -244,7 +244,9 @@ def _check_recomputed(model: HyenaDNA, native: str, stored: torch.Tensor, key: s
     """The official z, t and deltas must equal what genomelm recomputes, or the import would be wrong."""
     ours = dict(model.named_buffers())[native]
     if tuple(ours.shape) != tuple(stored.shape) or not torch.allclose(ours, stored.float(), atol=1e-5):
-        raise FormatError(f"{key}: stored buffer differs from the one implied by the config (shape {tuple(stored.shape)})")
+        raise FormatError(
+            f"{key}: stored buffer differs from the one implied by the config (shape {tuple(stored.shape)})"
+        )
 
 
 def _untie_if_head_differs(state: dict, config: HyenaConfig) -> HyenaConfig:
@@ -362,9 +364,7 @@ def load_model(
         raise UsageError(f"--model {spec}: expected a model directory (config.json + weights), got a file")
     if re.fullmatch(r"[\w.-]+/[\w.-]+", str(spec)):
         return load_checkpoint_dir(_download_from_hub(str(spec)), trust_checkpoint, filter_shift)
-    raise UsageError(
-        f"--model {spec}: no such directory, preset ({', '.join(PRESETS)}) or Hugging Face id (org/name)"
-    )
+    raise UsageError(f"--model {spec}: no such directory, preset ({', '.join(PRESETS)}) or Hugging Face id (org/name)")
 
 
 def _load_builtin(filter_shift: float | None) -> HyenaDNA:

@@ -50,7 +50,7 @@ class HyenaConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "HyenaConfig":
+    def from_dict(cls, values: dict[str, Any]) -> HyenaConfig:
         """Build from a dict; unknown keys are an error so that a typo never silently changes a model."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -58,7 +58,7 @@ class HyenaConfig:
             raise ValueError(f"unknown HyenaConfig field(s): {', '.join(unknown)}")
         return cls(**values)
 
-    def replace(self, **changes: Any) -> "HyenaConfig":
+    def replace(self, **changes: Any) -> HyenaConfig:
         return dataclasses.replace(self, **changes)
 
 

@@ -88,10 +88,20 @@ def _write_hf_copy(directory: Path) -> None:
     save_file(state, directory / "model.safetensors")
     raw = json.loads((COMPAT / "config.json").read_text())
     hf = {
-        "model_type": "hyenadna", "d_model": raw["d_model"], "n_layer": raw["n_layer"], "d_inner": raw["d_inner"],
-        "vocab_size": 12, "max_seq_len": raw["layer"]["l_max"], "emb_dim": 5, "filter_order": 64,
-        "short_filter_order": 3, "num_inner_mlps": 2, "activation_freq": 10, "hyena_order": 2,
-        "pad_vocab_size_multiple": 8, "layer_norm_epsilon": 1e-5,
+        "model_type": "hyenadna",
+        "d_model": raw["d_model"],
+        "n_layer": raw["n_layer"],
+        "d_inner": raw["d_inner"],
+        "vocab_size": 12,
+        "max_seq_len": raw["layer"]["l_max"],
+        "emb_dim": 5,
+        "filter_order": 64,
+        "short_filter_order": 3,
+        "num_inner_mlps": 2,
+        "activation_freq": 10,
+        "hyena_order": 2,
+        "pad_vocab_size_multiple": 8,
+        "layer_norm_epsilon": 1e-5,
     }
     (directory / "config.json").write_text(json.dumps(hf))
 
