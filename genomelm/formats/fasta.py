@@ -20,9 +20,9 @@ import re
 import shutil
 import tempfile
 import zlib
+from collections.abc import Iterable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
-from typing import Iterable, Iterator
+from dataclasses import dataclass, field
 
 from genomelm.errors import FormatError, InputError, UsageError
 from genomelm.log import get_logger
@@ -280,7 +280,7 @@ def _sniff_compression(path: str) -> str:
         head = handle.read(18)
     for magic, kind in _OTHER_COMPRESSION.items():
         if head.startswith(magic):
-            raise FormatError(f"{path}: {kind}-compressed; only plain, gzip and BGZF FASTA are supported")
+            raise FormatError(f"{path}: {kind}-compressed; only plain, gzip and BGZF files are supported")
     if not head.startswith(b"\x1f\x8b"):
         return "plain"
     # BGZF = gzip with the FEXTRA flag and a 'BC' extra subfield right after XLEN.
@@ -311,6 +311,9 @@ def _check_readable(path: str, what: str) -> None:
 
 def _read_head(path: str, compression: str) -> bytes:
     """The first decompressed bytes; a truncated or corrupt gzip raises FormatError."""
+    if compression == "plain":
+        with open(path, "rb") as handle:
+            return handle.read(_SNIFF_BYTES)
     if compression == "bgzf":
         _check_bgzf_eof(path)
     try:
@@ -347,6 +350,13 @@ def _check_head(path: str, head: bytes) -> None:
 
 class _NotIndexable(Exception):
     """The file is valid FASTA but pyfaidx cannot index it (e.g. lines of varying length)."""
+
+
+_UNINDEXABLE = {
+    "gzip": "plain gzip, not BGZF (compress with bgzip for random access)",
+    "bgzf": "BGZF without a .gz/.bgz name (rename it for random access)",
+    "plain": "uncompressed, but named like a compressed file",
+}
 
 
 def _indexable_by_pyfaidx(path: str, compression: str) -> bool:
@@ -413,7 +423,7 @@ def _publish(src: str, dst: str) -> None:
 def _open_index(path: str, compression: str):
     """A pyfaidx.Faidx, or None when the file must be streamed (reason logged)."""
     if not _indexable_by_pyfaidx(path, compression):
-        _log.info("%s is %s-compressed without BGZF: reading it sequentially", path, compression)
+        _log.info("%s: %s: reading it sequentially", path, _UNINDEXABLE[compression])
         return None
     try:
         if _index_is_current(path, compression):
@@ -422,9 +432,7 @@ def _open_index(path: str, compression: str):
             except OSError:
                 pass  # e.g. pyfaidx decided to rebuild and the directory is read-only
         return _faidx_private(path, compression)
-    except _NotIndexable as exc:
-        _log.info("%s cannot be indexed (%s): reading it sequentially", path, exc)
-    except OSError as exc:
+    except (_NotIndexable, OSError) as exc:
         _log.info("%s cannot be indexed (%s): reading it sequentially", path, exc)
     return None
 
@@ -478,10 +486,35 @@ class _Record:
         self.index, self.name, self.regions, self.length = index, name, regions, 0
         self.tilers = [_Tiler(index, name, r.start, r.end, window, stride) for r in regions]
 
+    @property
+    def done(self) -> bool:
+        return all(tiler.done for tiler in self.tilers)
+
     def feed(self, text: str) -> list[Window]:
         out = [w for tiler in self.tilers if not tiler.done for w in tiler.feed(self.length, text)]
         self.length += len(text)
         return out
+
+
+@dataclass
+class _Pass:
+    """What one streaming pass is asked for and has seen so far."""
+
+    window: int
+    stride: int
+    pending: dict[str, list[Region]] | None  # regions of contigs not reached yet; None = every contig
+    count_only: bool = False  # only measure contigs (no windows)
+    lengths: dict[str, int] = field(default_factory=dict)  # contigs read so far, file order
+
+    @property
+    def satisfied(self) -> bool:
+        """Every requested contig has been reached: the rest of the file is not needed."""
+        return self.pending is not None and not self.pending
+
+    def regions_for(self, name: str) -> list[Region]:
+        if self.count_only:
+            return []
+        return [Region(name, 0, None)] if self.pending is None else self.pending.pop(name, [])
 
 
 # --------------------------------------------------------------------------- the source
@@ -531,12 +564,17 @@ class FastaSource:
     def windows(self, window: int, stride: int, regions: list[Region] | None = None) -> Iterator[Window]:
         """Tile each region (default: every contig, file order) into [s, min(s + window, end)) windows,
         s = start, start + stride, ... up to the first window that reaches the region end
-        (0-based half-open). Indexed: regions in the given order, all checked before the first window.
-        Streaming: one pass in file order, regions sorted by start within a contig, and errors about
-        regions raised when discovered; windows of overlapping regions interleave as they complete."""
+        (0-based half-open). Indexed: regions in the given order, all checked by this call.
+        Streaming: one pass in contig file order, regions sorted by start within a contig; a region
+        error (unknown contig, out of bounds) is raised when the pass discovers it, or by this call
+        once ``contig_lengths()`` has read the file; windows of overlapping regions interleave as
+        they complete."""
         _check_tiling(window, stride)
+        if regions is not None and self._lengths is not None:
+            for region in regions:
+                self._resolve(region)  # contigs and lengths known: fail now, before any work
         if self.indexed:
-            return self._indexed_windows(window, stride, regions)
+            return self._indexed_windows(window, stride, self._whole_contigs() if regions is None else regions)
         return self._stream(window, stride, regions)
 
     def close(self) -> None:
@@ -560,20 +598,13 @@ class FastaSource:
         length = self._lengths.get(region.contig) if self._lengths is not None else None
         if length is None:
             raise InputError(_unknown_contig_message(region.contig, self.contig_names, self.path))
-        end = length if region.end is None else region.end
-        if region.start >= length or end > length:
-            raise InputError(
-                f"region {region} is outside contig {region.contig} (length {length}) in {self.path}"
-            )
-        return region.start, end
+        return region.start, _check_span(region, length, self.path)
 
     # -- indexed path
 
-    def _indexed_windows(self, window: int, stride: int, regions: list[Region] | None) -> Iterator[Window]:
-        if regions is None:
-            regions = self._whole_contigs()
-        spans = [(region.contig, *self._resolve(region)) for region in regions]  # fail before any work
-        for contig, start, end in spans:
+    def _indexed_windows(self, window: int, stride: int, regions: list[Region]) -> Iterator[Window]:
+        for region in regions:
+            contig, (start, end) = region.contig, self._resolve(region)
             tiler = _Tiler(self._index_of[contig], contig, start, end, window, stride)
             chunk = max(_FETCH_CHUNK, window)
             for pos in range(start, end, chunk):
@@ -596,25 +627,25 @@ class FastaSource:
         self, window: int, stride: int, regions: list[Region] | None, count_only: bool = False
     ) -> Iterator[Window]:
         """One sequential pass. ``regions=None``: every contig; ``count_only``: lengths, no windows."""
-        pending = None if regions is None else _group_by_contig(regions)
-        if pending and self._lengths is not None:
-            for region in regions:
-                self._resolve(region)  # a previous full pass knows the contigs: fail early
-        lengths: dict[str, int] = {}
+        state = _Pass(window, stride, None if regions is None else _group_by_contig(regions), count_only)
         record = None
         with closing(self._events()) as events:
             for kind, value in events:
                 if kind == _SEQ:
                     yield from self._feed(record, value)
+                    if record is not None and record.done and state.satisfied:
+                        return  # the last requested region is complete: stop reading
                     continue
                 if record is not None:
-                    yield from self._end_record(record, lengths, pending, count_only)
-                record = None
-                if pending is not None and not pending and not count_only:
-                    break  # every requested contig is done: skip the rest of the file
-                record = self._begin_record(value, lengths, pending, count_only, (window, stride))
-            else:
-                yield from self._end_of_file(record, lengths, pending, count_only)
+                    yield from self._end_record(record, state)
+                if state.satisfied:
+                    return
+                record = self._begin_record(_contig_name(value, self.path), state)
+        if record is not None:
+            yield from self._end_record(record, state)
+        self._lengths = state.lengths  # a complete pass: now every contig and length is known
+        if state.pending:
+            raise InputError(_unknown_contig_message(next(iter(state.pending)), self.contig_names, self.path))
 
     def _feed(self, record: _Record | None, text: str) -> list[Window]:
         if record is None:  # text before the first header
@@ -623,42 +654,24 @@ class FastaSource:
             return []
         return record.feed(text)
 
-    def _begin_record(self, header, lengths, pending, count_only, tiling) -> _Record:
-        name = _contig_name(header, self.path)
-        if name in lengths:
+    def _begin_record(self, name: str, state: _Pass) -> _Record:
+        if name in state.lengths:
             raise FormatError(f"{self.path}: duplicate contig name {name!r}")
-        lengths[name] = 0
+        state.lengths[name] = 0
         if name not in self._index_of:
             self._index_of[name] = len(self.contig_names)
             self.contig_names.append(name)
-        if count_only:
-            regions = []
-        elif pending is None:
-            regions = [Region(name, 0, None)]
+        return _Record(self._index_of[name], name, state.regions_for(name), state.window, state.stride)
+
+    def _end_record(self, record: _Record, state: _Pass) -> list[Window]:
+        state.lengths[record.name] = record.length
+        if state.pending is None:  # whole contigs: nothing to check, but say why one gives nothing
+            if record.length == 0 and not state.count_only:
+                _log.warning("%s: contig %s has no sequence; no windows from it", self.path, record.name)
         else:
-            regions = pending.pop(name, [])
-        return _Record(self._index_of[name], name, regions, *tiling)
-
-    def _end_record(self, record: _Record, lengths, pending, count_only) -> list[Window]:
-        lengths[record.name] = record.length
-        if record.length == 0 and pending is None and not count_only:
-            _log.warning("%s: contig %s has no sequence; no windows from it", self.path, record.name)
-        for region in record.regions:
-            end = record.length if region.end is None else region.end
-            if record.length and (region.start >= record.length or end > record.length):
-                raise InputError(
-                    f"region {region} is outside contig {record.name} (length {record.length}) in {self.path}"
-                )
-            if not record.length and (region.start > 0 or end > 0 or region.end is None):
-                raise InputError(f"region {region} is outside contig {record.name} (length 0) in {self.path}")
+            for region in record.regions:
+                _check_span(region, record.length, self.path)
         return [w for tiler in record.tilers for w in tiler.finish(record.length)]
-
-    def _end_of_file(self, record, lengths, pending, count_only) -> Iterator[Window]:
-        if record is not None:
-            yield from self._end_record(record, lengths, pending, count_only)
-        self._lengths = lengths  # a complete pass: now every contig and length is known
-        if pending:
-            raise InputError(_unknown_contig_message(next(iter(pending)), self.contig_names, self.path))
 
     def _events(self) -> Iterator[tuple[str, str]]:
         return _parse_blocks(self._text_blocks())
@@ -686,6 +699,15 @@ def _group_by_contig(regions: list[Region]) -> dict[str, list[Region]]:
     for region in sorted(regions, key=lambda r: r.start):
         groups.setdefault(region.contig, []).append(region)
     return groups
+
+
+def _check_span(region: Region, length: int, path: str) -> int:
+    """The region's 0-based exclusive end (None -> ``length``); InputError unless it lies inside
+    [0, length). A zero-length region is allowed anywhere up to the contig end."""
+    end = length if region.end is None else region.end
+    if end > length or region.start > length or (region.start == length and region.end is None):
+        raise InputError(f"region {region} is outside contig {region.contig} (length {length}) in {path}")
+    return end
 
 
 def _unknown_contig_message(name: str, names: list[str], path: str) -> str:
