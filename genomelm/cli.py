@@ -71,10 +71,18 @@ def main_options(
 ) -> None:
     _state["debug"] = debug or bool(os.environ.get("GENOMELM_DEBUG"))
     _state["quiet"] = quiet
+    _use_genomelm_home()
+
+
+def _use_genomelm_home() -> None:
+    """With $GENOMELM_HOME set, Triton caches its compiled kernels there too (default: ~/.triton)."""
+    home = os.environ.get("GENOMELM_HOME", "").strip()
+    if home:
+        os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(os.path.expanduser(home), "triton"))
 
 
 def _execute(work: Callable[[], object], quiet: bool = False) -> object:
-    """Run a command; map typed errors to exit codes (1 data, 2 usage, 130 interrupted)."""
+    """Run a command; map typed errors to exit codes (1 data, 2 usage, 130 interrupted, 143 SIGTERM)."""
     from genomelm.errors import GenomelmError
     from genomelm.log import setup_logging
 
@@ -85,6 +93,8 @@ def _execute(work: Callable[[], object], quiet: bool = False) -> object:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except _Terminated:
+        _fail("terminated (SIGTERM)", 143)
     except BrokenPipeError:
         _quiet_broken_pipe()
     except MemoryError:
@@ -105,6 +115,22 @@ def _quiet_broken_pipe() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     raise typer.Exit(0)
+
+
+class _Terminated(BaseException):
+    """SIGTERM (a scheduler cancelling or timing out the job) raised as an exception: outputs still clean up."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated()
+
+
+def _flush_stdout_quietly() -> None:
+    # Data still buffered when the reader already left (`| head`): drop it instead of a traceback at exit.
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 # ---------------------------------------------------------------- embed
@@ -176,12 +202,16 @@ def convert(
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
     trust_checkpoint: TrustOpt = False,
+    threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Convert an official HyenaDNA checkpoint to the native genomelm format."""
 
     def work():
         from genomelm.commands import convert as command
+        from genomelm.commands._common import set_threads
+
+        set_threads(threads)
 
         summary = command.run(command.ConvertOptions(source, output, trust_checkpoint, filter_shift, force))
         typer.echo(f"{summary.output}: {summary.parameters:,} parameters, from {summary.source_layout}", err=True)
@@ -190,5 +220,545 @@ def convert(
     _execute(work, quiet)
 
 
+# ---------------------------------------------------------------- pretrain
+
+
+@app.command()
+def pretrain(
+    fasta: Annotated[
+        Optional[str], typer.Option(help="Genome FASTA: plain, gzip or bgzip (bgzip: random access).")
+    ] = None,
+    output: Annotated[
+        Optional[str], typer.Option("--output", "-o", help="Run directory (checkpoint/, metrics.jsonl).")
+    ] = None,
+    train_regions: Annotated[
+        Optional[str],
+        typer.Option(help="BED of training intervals (0-based); a 4th column train/valid/test splits it."),
+    ] = None,
+    val_regions: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Held-out BED or region chr:start-end (1-based inclusive); repeatable."),
+    ] = None,
+    val_contigs: Annotated[Optional[str], typer.Option(help="Held-out contigs, comma-separated.")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Hold out the last fraction of every interval.")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Architecture preset (tiny-1k, small-32k, ...).")] = None,
+    d_model: Annotated[Optional[int], typer.Option(help="Model width (overrides the preset).")] = None,
+    n_layer: Annotated[Optional[int], typer.Option(help="Number of Hyena blocks.")] = None,
+    d_inner: Annotated[Optional[int], typer.Option(help="MLP width (default 4 x d_model).")] = None,
+    l_max: Annotated[
+        Optional[int], typer.Option(help="Longest input the model accepts (default: seq_len + 2).")
+    ] = None,
+    seq_len: Annotated[int, typer.Option(help="Bases per training window.")] = 1024,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Windows per forward pass per process.")] = 8,
+    global_batch_size: Annotated[
+        Optional[int], typer.Option(help="Windows per optimiser step, all processes (gradient accumulation).")
+    ] = None,
+    steps: Annotated[int, typer.Option("--steps", "--max-steps", help="Optimiser steps.")] = 10000,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 6e-4,
+    min_lr_ratio: Annotated[float, typer.Option(help="Final lr of the cosine, as a fraction of --lr.")] = 0.1,
+    weight_decay: Annotated[float, typer.Option(help="On weight matrices (not filters, biases, norms).")] = 0.1,
+    warmup_steps: Annotated[int, typer.Option(help="Linear learning-rate warmup steps.")] = 1000,
+    grad_clip: Annotated[float, typer.Option(help="Gradient norm clipping.")] = 1.0,
+    seqlen_warmup: Annotated[
+        int, typer.Option(help="Steps of sequence-length warmup (64, 128, ... < seq-len; same tokens per step).")
+    ] = 0,
+    rc_aug: Annotated[bool, typer.Option("--rc-aug", help="Reverse-complement half the windows.")] = False,
+    max_n_frac: Annotated[float, typer.Option(help="Skip windows with a larger fraction of N.")] = 0.1,
+    val_windows: Annotated[int, typer.Option(help="Held-out windows per evaluation (0: all).")] = 64,
+    eval_every: Annotated[int, typer.Option(help="Validation perplexity every N steps.")] = 1000,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps (and at the end).")] = 1000,
+    log_every: Annotated[int, typer.Option(help="Log and metrics.jsonl line every N steps.")] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed (each process adds its rank).")] = 0,
+    device: DeviceOpt = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16.")] = "auto",
+    conv_backend: ConvBackendOpt = None,
+    threads: ThreadsOpt = None,
+    grad_checkpointing: Annotated[
+        bool, typer.Option("--grad-checkpointing", help="Recompute activations in backward (long contexts).")
+    ] = False,
+    resume: Annotated[Optional[str], typer.Option(help="Continue the run in this RUN_DIR with its settings.")] = None,
+    time_limit: Annotated[
+        Optional[float], typer.Option(help="Seconds: checkpoint and stop before this wall time (job schedulers).")
+    ] = None,
+    stop_at_step: Annotated[Optional[int], typer.Option(help="Checkpoint and stop after this step.")] = None,
+    force: Annotated[bool, typer.Option(help="Start over in a RUN_DIR that already holds a run.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Pretrain a HyenaDNA model on a genome (next-nucleotide prediction); resumable; multi-GPU with torchrun."""
+
+    def work():
+        from genomelm.commands import pretrain as command
+
+        summary = command.run(
+            command.PretrainOptions(
+                fasta=fasta,
+                output=output,
+                train_regions=train_regions,
+                val_regions=val_regions,
+                val_contigs=[c for c in val_contigs.split(",") if c] if val_contigs else None,
+                val_fraction=val_fraction,
+                preset=preset,
+                d_model=d_model,
+                n_layer=n_layer,
+                d_inner=d_inner,
+                l_max=l_max,
+                seq_len=seq_len,
+                batch_size=batch_size,
+                global_batch_size=global_batch_size,
+                steps=steps,
+                lr=lr,
+                min_lr_ratio=min_lr_ratio,
+                weight_decay=weight_decay,
+                warmup_steps=warmup_steps,
+                grad_clip=grad_clip,
+                seqlen_warmup=seqlen_warmup,
+                rc_aug=rc_aug,
+                max_n_frac=max_n_frac,
+                val_windows=val_windows,
+                eval_every=eval_every,
+                save_every=save_every,
+                log_every=log_every,
+                seed=seed,
+                device=device,
+                precision=precision,
+                conv_backend=conv_backend,
+                threads=threads,
+                grad_checkpointing=grad_checkpointing,
+                resume=resume,
+                time_limit=time_limit,
+                stop_at_step=stop_at_step,
+                force=force,
+            )
+        )
+        val = f", validation perplexity {summary.val_ppl:.4f}" if summary.val_ppl is not None else ""
+        if summary.rank == 0:
+            typer.echo(
+                f"{summary.run_dir}: step {summary.step}/{summary.steps}, {summary.tokens_seen:,} tokens, "
+                f"loss {summary.loss if summary.loss is None else round(summary.loss, 4)}{val}, "
+                f"{summary.tokens_per_second:,.0f} tokens/s",
+                err=True,
+            )
+        if summary.stopped_by == "SIGTERM":
+            raise _Terminated()
+        return summary
+
+    _execute(work, quiet)
+
+
+# ---------------------------------------------------------------- score-variants
+
+
+@app.command("score-variants")
+def score_variants(
+    input_vcf: Annotated[str, typer.Argument(metavar="INPUT", help="VCF/BCF: plain, bgzip or BCF; '-' reads stdin.")],
+    fasta: Annotated[
+        str, typer.Option("--fasta", "-f", help="Reference FASTA, plain or bgzip (indexed on first use).")
+    ],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Output .vcf, .vcf.gz (bgzip) or .bcf; '-' = VCF on stdout.")
+    ] = "-",
+    model: ModelOpt = None,
+    method: Annotated[
+        Optional[list[str]],
+        typer.Option("--method", help="llr (default), delta-ll or embedding; repeatable."),
+    ] = None,
+    context: Annotated[
+        Optional[int],
+        typer.Option(help="llr: least context per strand in bases (default: half the model's window)."),
+    ] = None,
+    stride: Annotated[
+        Optional[int],
+        typer.Option(help="llr: bases scored per pass; context + stride - 1 <= model length (default: the rest)."),
+    ] = None,
+    window: Annotated[
+        Optional[int],
+        typer.Option(
+            help="delta-ll/embedding: REF window centred on the variant (default: half the model's, <= 4096)."
+        ),
+    ] = None,
+    regions: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--regions",
+            "-r",
+            help="Only records with POS in these: BED file (0-based) or chr:start-end (1-based); repeatable. "
+            "Needs an indexed input.",
+        ),
+    ] = None,
+    tsv: Annotated[Optional[str], typer.Option(help="Also write a flat table (one row per ALT allele).")] = None,
+    index: Annotated[bool, typer.Option("--index", help="Write a .tbi/.csi index beside .vcf.gz/.bcf.")] = False,
+    info_prefix: Annotated[str, typer.Option(help="Prefix of the INFO keys added.")] = "GLM_",
+    on_ref_mismatch: Annotated[
+        str, typer.Option(help="skip (flag the record and go on) or error (stop at the first).")
+    ] = "skip",
+    strict: Annotated[bool, typer.Option("--strict", help="Any record that cannot be scored is an error.")] = False,
+    max_n_frac: Annotated[float, typer.Option(help="Skip variants whose context has a larger fraction of N.")] = 0.05,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Sequences per forward pass.")] = 8,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    conv_backend: ConvBackendOpt = None,
+    threads: ThreadsOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Zero-shot variant effect scores (llr, delta-ll, embedding distance) added to a VCF's INFO column."""
+
+    def work():
+        from genomelm.commands import score_variants as command
+
+        return command.run(
+            command.ScoreVariantsOptions(
+                input=input_vcf,
+                fasta=fasta,
+                output=output,
+                model=model,
+                methods=method or ["llr"],
+                context=context,
+                stride=stride,
+                window=window,
+                regions=regions,
+                tsv=tsv,
+                index=index,
+                info_prefix=info_prefix,
+                on_ref_mismatch=on_ref_mismatch,
+                strict=strict,
+                max_n_frac=max_n_frac,
+                batch_size=batch_size,
+                device=device,
+                precision=precision,
+                conv_backend=conv_backend,
+                threads=threads,
+                trust_checkpoint=trust_checkpoint,
+            )
+        )
+
+    _execute(work, quiet)
+
+
+# ---------------------------------------------------------------- finetune / predict
+
+SequenceColumnOpt = Annotated[
+    Optional[str], typer.Option(help="Table column holding the sequence (default: sequence, seq, ...).")
+]
+LabelColumnOpt = Annotated[
+    Optional[str],
+    typer.Option(help="Label column (table), header key (FASTA 'label='), or 1-based column number (BED)."),
+]
+IdColumnOpt = Annotated[Optional[str], typer.Option(help="Table column holding record ids (default: id, name).")]
+InputFormatOpt = Annotated[str, typer.Option("--format", help="Input layout: auto, table (CSV/TSV), fasta or bed.")]
+RefFastaOpt = Annotated[
+    Optional[str], typer.Option("--fasta", "-f", help="Reference FASTA for BED inputs (plain, gzip or bgzip).")
+]
+LabelsTableOpt = Annotated[
+    Optional[str], typer.Option("--labels", help="id<TAB>label table for FASTA inputs without label= headers.")
+]
+AutoPrecisionOpt = Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16.")]
+
+
+@app.command()
+def finetune(
+    train: Annotated[str, typer.Option(help="Training data: CSV/TSV (sequence,label), FASTA or BED (+ --fasta).")],
+    val: Annotated[str, typer.Option(help="Validation data (early stopping, best epoch), same layouts.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output checkpoint directory.")],
+    test: Annotated[Optional[str], typer.Option(help="Test data, evaluated once with the best epoch.")] = None,
+    model: ModelOpt = None,
+    random_init: Annotated[
+        bool, typer.Option("--random-init", help="The base model's architecture from random weights (baseline).")
+    ] = False,
+    fasta: RefFastaOpt = None,
+    labels: LabelsTableOpt = None,
+    sequence_column: SequenceColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    id_column: IdColumnOpt = None,
+    input_format: InputFormatOpt = "auto",
+    pooling: Annotated[str, typer.Option(help="mean, last or first over the real tokens.")] = "mean",
+    freeze_backbone: Annotated[
+        bool, typer.Option("--freeze-backbone", help="Train the head only (linear probe on frozen features).")
+    ] = False,
+    rc_aug: Annotated[bool, typer.Option("--rc-aug", help="Reverse-complement half the training sequences.")] = False,
+    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping may end sooner).")] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Sequences per optimiser step.")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warmup then cosine).")] = 6e-4,
+    weight_decay: Annotated[float, typer.Option(help="On weight matrices (not filters, biases, norms).")] = 0.1,
+    warmup_ratio: Annotated[float, typer.Option(help="Fraction of the steps spent warming up the lr.")] = 0.1,
+    patience: Annotated[int, typer.Option(help="Stop after N epochs without improvement (0: never).")] = 3,
+    metric: Annotated[str, typer.Option(help="Validation metric: mcc, accuracy, f1_macro, auroc or loss.")] = "mcc",
+    max_length: Annotated[
+        Optional[int], typer.Option(help="Longest input in bases (default: what the model takes).")
+    ] = None,
+    truncate: Annotated[
+        str, typer.Option(help="Longer inputs: error, left (drop the start) or right (drop the end).")
+    ] = "error",
+    seed: Annotated[int, typer.Option(help="Random seed (init, shuffling, augmentation).")] = 42,
+    device: DeviceOpt = "auto",
+    precision: AutoPrecisionOpt = "auto",
+    conv_backend: ConvBackendOpt = None,
+    threads: ThreadsOpt = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    trust_checkpoint: TrustOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fine-tune a sequence classifier on labelled DNA; metrics on stderr and in OUTPUT/metrics.json."""
+
+    def work():
+        from genomelm.commands import finetune as command
+
+        summary = command.run(
+            command.FinetuneOptions(
+                train=train,
+                val=val,
+                output=output,
+                test=test,
+                model=model,
+                random_init=random_init,
+                fasta=fasta,
+                labels=labels,
+                sequence_column=sequence_column,
+                label_column=label_column,
+                id_column=id_column,
+                input_format=input_format,
+                pooling=pooling,
+                freeze_backbone=freeze_backbone,
+                rc_aug=rc_aug,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                weight_decay=weight_decay,
+                warmup_ratio=warmup_ratio,
+                patience=patience,
+                metric=metric,
+                max_length=max_length,
+                truncate=truncate,
+                seed=seed,
+                device=device,
+                precision=precision,
+                conv_backend=conv_backend,
+                threads=threads,
+                force=force,
+                trust_checkpoint=trust_checkpoint,
+            )
+        )
+        scores = summary.test or summary.val
+        split = "test" if summary.test else "val"
+        typer.echo(
+            f"{summary.output}: best epoch {summary.best_epoch}/{summary.epochs_run}, {split} MCC "
+            f"{scores['mcc']:.4f}, accuracy {scores['accuracy']:.4f}",
+            err=True,
+        )
+        return summary
+
+    _execute(work, quiet)
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[str, typer.Argument(metavar="MODEL", help="A `genomelm finetune` output directory.")],
+    input_path: Annotated[
+        str, typer.Argument(metavar="INPUT", help="CSV/TSV, FASTA or BED (+ --fasta); '-' reads a table on stdin.")
+    ],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output TSV; '-' = stdout.")] = "-",
+    fasta: RefFastaOpt = None,
+    labels: LabelsTableOpt = None,
+    sequence_column: SequenceColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    id_column: IdColumnOpt = None,
+    input_format: InputFormatOpt = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Sequences per forward pass.")] = 64,
+    truncate: Annotated[
+        Optional[str], typer.Option(help="Longer inputs: error, left or right (default: as at training).")
+    ] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="A record that cannot be predicted is an error.")] = False,
+    metrics: Annotated[Optional[str], typer.Option(help="Write metrics JSON here (inputs with labels).")] = None,
+    device: DeviceOpt = "auto",
+    precision: AutoPrecisionOpt = "auto",
+    conv_backend: ConvBackendOpt = None,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Class probabilities for each sequence from a fine-tuned classifier (TSV: id, predicted, prob_*)."""
+
+    def work():
+        from genomelm.commands import predict as command
+
+        return command.run(
+            command.PredictOptions(
+                model=model_dir,
+                input=input_path,
+                output=output,
+                fasta=fasta,
+                labels=labels,
+                sequence_column=sequence_column,
+                label_column=label_column,
+                id_column=id_column,
+                input_format=input_format,
+                batch_size=batch_size,
+                truncate=truncate,
+                strict=strict,
+                metrics=metrics,
+                device=device,
+                precision=precision,
+                conv_backend=conv_backend,
+                threads=threads,
+            )
+        )
+
+    _execute(work, quiet)
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+@app.command()
+def evaluate(
+    fasta: Annotated[str, typer.Argument(help="FASTA: plain, gzip or bgzip.")],
+    model: ModelOpt = None,
+    regions: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--regions", "-r", help="BED file (0-based) or region chr:start-end (1-based inclusive); repeatable."
+        ),
+    ] = None,
+    window: Annotated[
+        Optional[int], typer.Option(help="Context per forward pass (default: model max, capped at 32768).")
+    ] = None,
+    both_strands: Annotated[
+        bool, typer.Option("--both-strands", help="Also score the reverse complement (right-hand context).")
+    ] = False,
+    max_n_frac: Annotated[float, typer.Option(help="Skip windows with a larger fraction of N.")] = 0.1,
+    json_output: Annotated[
+        Optional[str], typer.Option("--json", help="Write the results as JSON to this file ('-': stdout).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Windows per forward pass.")] = 8,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    conv_backend: ConvBackendOpt = None,
+    threads: ThreadsOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Perplexity and bits per base of a model on a genome or regions (A/C/G/T targets; N windows skipped)."""
+
+    def work():
+        from genomelm.commands import evaluate as command
+
+        return command.run(
+            command.EvaluateOptions(
+                fasta=fasta,
+                model=model,
+                regions=regions,
+                window=window,
+                both_strands=both_strands,
+                max_n_frac=max_n_frac,
+                batch_size=batch_size,
+                device=device,
+                precision=precision,
+                conv_backend=conv_backend,
+                threads=threads,
+                json_output=json_output,
+                trust_checkpoint=trust_checkpoint,
+            )
+        )
+
+    _execute(work, quiet)
+
+
+# ---------------------------------------------------------------- in-context
+
+
+@app.command("in-context")
+def in_context(
+    test: Annotated[str, typer.Option(help="Sequences to classify: CSV/TSV (sequence[,label]) or FASTA.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output directory.")],
+    method: Annotated[str, typer.Option(help="soft-prompt, k-shot or instruction.")] = "soft-prompt",
+    train: Annotated[
+        Optional[str], typer.Option(help="Labelled demonstrations / training data (sequence,label).")
+    ] = None,
+    dev: Annotated[
+        Optional[str], typer.Option(help="Labelled dev set for the soft prompt's schedule (default: 10% of --train).")
+    ] = None,
+    model: ModelOpt = None,
+    prompt: Annotated[
+        Optional[str], typer.Option(help="A trained soft prompt (prompt.safetensors) to reuse without training.")
+    ] = None,
+    prompt_tokens: Annotated[
+        Optional[int], typer.Option("--prompt-tokens", "-P", help="Soft prompt length P (default 32; 0: none).")
+    ] = None,
+    shots: Annotated[
+        Optional[int],
+        typer.Option("--shots", "-k", help="Demonstrations per class (default: 0 soft-prompt, 2 otherwise)."),
+    ] = None,
+    tune_samples: Annotated[int, typer.Option("--tune-samples", "-N", help="Prompts for instruction tuning.")] = 16,
+    label_tokens: Annotated[
+        Optional[str], typer.Option(help="Token of each class, in class order (default A,N for two classes).")
+    ] = None,
+    epochs: Annotated[
+        Optional[int], typer.Option(help="Training epochs (default: 20 soft-prompt, 1 instruction).")
+    ] = None,
+    lr: Annotated[
+        Optional[float], typer.Option(help="Learning rate (default: 1e-3 soft-prompt, 1e-4 instruction).")
+    ] = None,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
+    batch_size: Annotated[
+        Optional[int],
+        typer.Option("--batch-size", "-b", help="Training batch (default: 16 soft-prompt, 2 instruction)."),
+    ] = None,
+    eval_batch_size: Annotated[int, typer.Option(help="Prompts per forward pass when predicting.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed: prompt init, demonstrations, shuffling.")] = 0,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail on any flagged record or on a prompt cut to fewer shots.")
+    ] = False,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    conv_backend: ConvBackendOpt = None,
+    threads: ThreadsOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Classify sequences by next-token prediction: soft prompting, k-shot or instruction-tuned in-context
+    learning (HyenaDNA paper). Metrics on stderr and in OUTPUT/metrics.json; OUTPUT/predictions.tsv."""
+
+    def work():
+        from genomelm.commands import in_context as command
+
+        summary = command.run(
+            command.InContextOptions(
+                test=test,
+                output=output,
+                method=method,
+                train=train,
+                dev=dev,
+                model=model,
+                prompt=prompt,
+                prompt_tokens=prompt_tokens,
+                shots=shots,
+                tune_samples=tune_samples,
+                label_tokens=label_tokens,
+                epochs=epochs,
+                lr=lr,
+                weight_decay=weight_decay,
+                batch_size=batch_size,
+                eval_batch_size=eval_batch_size,
+                seed=seed,
+                strict=strict,
+                device=device,
+                precision=precision,
+                conv_backend=conv_backend,
+                threads=threads,
+                trust_checkpoint=trust_checkpoint,
+            )
+        )
+        if not (quiet or _state["quiet"]):
+            typer.echo(summary.table, err=True)
+        return summary
+
+    _execute(work, quiet)
+
+
 def main() -> None:
-    app()
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        app()
+    finally:
+        _flush_stdout_quietly()

@@ -1,4 +1,5 @@
-"""Training pieces shared by pretrain, finetune and in-context: optimiser groups, schedule, seeding.
+"""Training pieces shared by pretrain, finetune and in-context: optimiser groups, schedule, seeding,
+sequence-length warmup, torchrun/DDP helpers, stop signals, atomic checkpoints and metrics.jsonl.
 
 Official recipe (HyenaDNA): AdamW (0.9, 0.999), weight decay on weight matrices only; the implicit filter
 (its MLP, Sin frequencies and the filter's D term), biases, norms and embeddings' positional features get none.
@@ -6,8 +7,16 @@ Official recipe (HyenaDNA): AdamW (0.9, 0.999), weight decay on weight matrices 
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
+import shutil
+import signal
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -73,3 +82,208 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------- sequence-length warmup
+
+
+def seqlen_stages(seq_len: int, start: int = 64) -> list[int]:
+    """Warmup lengths below ``seq_len``: start, 2*start, 4*start, ... (empty if seq_len <= start)."""
+    stages = []
+    length = start
+    while length < seq_len:
+        stages.append(length)
+        length *= 2
+    return stages
+
+
+def seqlen_at(step: int, seq_len: int, warmup_steps: int, start: int = 64) -> int:
+    """Training length at 0-based optimiser ``step`` under sequence-length warmup (HyenaDNA paper).
+
+    The first ``warmup_steps`` steps are split evenly over the stages start, 2*start, ... (< seq_len);
+    afterwards, and with warmup_steps 0, every step trains at ``seq_len``.
+    """
+    stages = seqlen_stages(seq_len, start)
+    if warmup_steps <= 0 or step >= warmup_steps or not stages:
+        return seq_len
+    return stages[step * len(stages) // warmup_steps]
+
+
+def sequences_per_batch(batch_size: int, seq_len: int, length: int) -> int:
+    """Sequences of ``length`` holding as many tokens as ``batch_size`` of ``seq_len`` (paper: same tokens/step)."""
+    return max(1, batch_size * seq_len // length)
+
+
+# --------------------------------------------------------------------------- distributed (torchrun)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in a torchrun job; world_size 1 and enabled False without torchrun."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    enabled: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def init_distributed(use_cuda: bool) -> DistInfo:
+    """Join the torchrun process group (NCCL on GPUs, gloo on CPU); a no-op for a single process."""
+    if not launched_by_torchrun():
+        return DistInfo()
+    import torch.distributed as dist
+
+    info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"]), True)
+    if use_cuda:
+        torch.cuda.set_device(info.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return info
+
+
+def close_distributed(info: DistInfo) -> None:
+    if info.enabled:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def all_reduce(values: torch.Tensor, info: DistInfo, op: str = "sum") -> torch.Tensor:
+    """Sum (or max) a small tensor over ranks in place; unchanged for a single process."""
+    if info.enabled:
+        import torch.distributed as dist
+
+        dist.all_reduce(values, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return values
+
+
+def gather_objects(obj, info: DistInfo) -> list:
+    """Every rank's ``obj`` in rank order (on every rank); [obj] for a single process."""
+    if not info.enabled:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# --------------------------------------------------------------------------- signals
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the training loop checks after each step (then it checkpoints).
+
+    A second SIGINT while the flag is already set interrupts at once (KeyboardInterrupt), for the impatient.
+    Handlers are installed only in the main thread and restored on exit.
+    """
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signal_name == "SIGINT" and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+
+# --------------------------------------------------------------------------- checkpoints and metrics
+
+TRAINING_STATE = "training_state.pt"
+CHECKPOINT_DIR = "checkpoint"
+
+
+def save_checkpoint(run_dir: str | os.PathLike, model: nn.Module, state: dict, card: str | None = None, **provenance):
+    """Write RUN_DIR/checkpoint atomically: a native model directory (config.json, model.safetensors,
+    README.md, loadable by every command) plus training_state.pt (optimiser, step, RNG and sampler states).
+
+    The new directory is built beside the old one and swapped in only when complete, so an interrupted
+    save always leaves the previous checkpoint intact.
+    """
+    from genomelm.formats.checkpoint import save_model
+
+    run_dir = Path(run_dir)
+    staging = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=run_dir))
+    try:
+        written = save_model(model, staging / CHECKPOINT_DIR, card=card, **provenance)
+        torch.save(state, written / TRAINING_STATE)
+        _swap_in(written, run_dir / CHECKPOINT_DIR)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return run_dir / CHECKPOINT_DIR
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Replace ``target`` by the complete directory ``new`` (the old one is removed only afterwards)."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_training_state(run_dir: str | os.PathLike) -> dict:
+    """training_state.pt of RUN_DIR/checkpoint (tensors, numbers, strings and RNG states only)."""
+    path = Path(run_dir) / CHECKPOINT_DIR / TRAINING_STATE
+    # weights_only: the state holds tensors and plain Python values only (see portable_rng_state).
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def portable_rng_state() -> dict:
+    """``rng_state()`` with numpy's legacy state as plain lists, so torch.load(weights_only=True) reads it."""
+    state = rng_state()
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    state["numpy"] = (name, keys.tolist(), int(pos), int(has_gauss), float(cached))
+    return state
+
+
+class MetricsLog:
+    """RUN_DIR/metrics.jsonl: one JSON object per line; on resume, records after the checkpoint are dropped."""
+
+    def __init__(self, path: str | os.PathLike, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def truncate_after(self, step: int) -> None:
+        """Keep only records with ``step`` <= the resumed step (a crash may have logged more)."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        partial = self.path.with_suffix(".jsonl.partial")
+        partial.write_text("".join(line + "\n" for line in kept))
+        os.replace(partial, self.path)
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line]

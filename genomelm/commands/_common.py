@@ -21,14 +21,27 @@ PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 def set_threads(threads: int | None) -> None:
-    """Cap torch intra-op (and OpenMP) threads; None leaves the defaults."""
+    """Cap torch intra-op (OpenMP) and inter-op threads; None leaves the defaults.
+
+    The environment variables are set too, for child processes and libraries loaded later: a
+    scheduler's core allocation (Snakemake ``threads``, Nextflow ``task.cpus``) is then respected.
+    """
     if threads is None:
         return
     if threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    for name in THREAD_ENV_VARS:
+        os.environ[name] = str(threads)
     torch.set_num_threads(threads)
+    if torch.get_num_interop_threads() > threads:
+        try:
+            torch.set_num_interop_threads(threads)
+        except RuntimeError:  # only settable before the first parallel work; then intra-op is the cap
+            log.debug("inter-op threads already fixed at %d", torch.get_num_interop_threads())
 
 
 def select_device(name: str) -> torch.device:

@@ -23,15 +23,18 @@ import torch
 from genomelm.errors import FormatError, InputError, UsageError
 from genomelm.log import get_logger
 from genomelm.model.config import PRESETS, HyenaConfig, preset
-from genomelm.model.lm import HyenaDNA
+from genomelm.model.lm import CLASSIFIER_POOLINGS, HyenaDNA, HyenaDNAClassifier
 from genomelm.tokenizer import VOCAB
 
 log = get_logger(__name__)
 
 NATIVE_FORMAT = "genomelm-hyenadna"
+CLASSIFIER_KEY = "classifier"  # config.json block of a fine-tuned classifier (classes, pooling, max length)
+HEAD_PREFIX = "head."  # its head's tensors in model.safetensors, beside the backbone's
 NATIVE_VERSION = 1
 LIGHTNING_SHIFT = 0.0  # the official training code's ExponentialModulation default
 HF_SHIFT = 0.05  # the official standalone / Hugging Face port's default
+PRESET_SEED = 0  # random weights of `--model PRESET` are drawn from this seed (identical outputs run to run)
 
 # Buffers the official code stores but genomelm recomputes from l_max (checked, then dropped, on import).
 _RECOMPUTED_SUFFIXES = ("filter_fn.pos_emb.z", "filter_fn.pos_emb.t", "filter_fn.modulation.deltas")
@@ -108,6 +111,8 @@ def load_native(directory: Path) -> HyenaDNA:
         raise FormatError(f"{directory / 'model.safetensors'}: {_first_line(exc)}") from None
     if model.config.tie_embeddings:
         missing = [k for k in missing if k != "lm_head.weight"]  # stored once, as the embedding
+    if CLASSIFIER_KEY in meta:  # a fine-tuned classifier loads as its backbone LM: its head is not needed
+        unexpected = [k for k in unexpected if not k.startswith(HEAD_PREFIX)]
     _check_keys(directory, missing, unexpected)
     return model.eval()
 
@@ -347,16 +352,24 @@ def load_model(
     trust_checkpoint: bool = False,
     filter_shift: float | None = None,
 ) -> HyenaDNA:
-    """Resolve ``--model``: None/'default' (the shipped model), a local directory, a preset (random
-    weights, with a warning), or a Hugging Face Hub id (only with huggingface_hub installed and online)."""
+    """Resolve ``--model``: None/'default' (the shipped model), a local directory, a model named in
+    $GENOMELM_HOME/models/, a preset (random weights, with a warning), or a Hugging Face Hub id (only with
+    huggingface_hub installed and online; downloads go to $GENOMELM_HOME/hub when that is set)."""
     if spec is None or str(spec) == "default":
         return _load_builtin(filter_shift)
     path = Path(spec)
     if path.is_dir():
         return load_checkpoint_dir(path, trust_checkpoint, filter_shift)
+    named = named_model_dir(str(spec))
+    if named is not None:  # before presets: a trained copy the user put there beats random weights
+        log.info("model %s: %s (from $%s)", spec, named, HOME_ENV)
+        return load_checkpoint_dir(named, trust_checkpoint, filter_shift)
     if str(spec) in PRESETS:
         log.warning("model %s: randomly initialised weights (a preset, not a trained model)", spec)
-        model = HyenaDNA(preset(str(spec))).eval()
+        # Seeded, without touching the caller's RNG: two runs, or the shards of one workflow, use the same weights.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(PRESET_SEED)
+            model = HyenaDNA(preset(str(spec))).eval()
         if filter_shift is not None:
             _set_filter_shift(model, filter_shift)
         return model
@@ -364,7 +377,43 @@ def load_model(
         raise UsageError(f"--model {spec}: expected a model directory (config.json + weights), got a file")
     if re.fullmatch(r"[\w.-]+/[\w.-]+", str(spec)):
         return load_checkpoint_dir(_download_from_hub(str(spec)), trust_checkpoint, filter_shift)
-    raise UsageError(f"--model {spec}: no such directory, preset ({', '.join(PRESETS)}) or Hugging Face id (org/name)")
+    raise UsageError(
+        f"--model {spec}: no such directory, model in $GENOMELM_HOME/models, preset ({', '.join(PRESETS)}) "
+        "or Hugging Face id (org/name)"
+    )
+
+
+# --------------------------------------------------------------------------- $GENOMELM_HOME
+
+HOME_ENV = "GENOMELM_HOME"
+_MODEL_NAME = re.compile(r"[\w.-]+(/[\w.-]+)?")  # 'small-32k' or 'org/name'; never '..' or an absolute path
+
+
+def genomelm_home() -> Path | None:
+    """The directory named by $GENOMELM_HOME, or None when it is unset or empty.
+
+    Clusters often give jobs no writable home directory. GENOMELM_HOME moves everything genomelm looks up
+    or caches by name to one place: named models in ``models/<name>/`` (``models/<org>/<name>/`` for Hub
+    ids), Hugging Face downloads in ``hub/``, Triton's kernel cache in ``triton/`` (set by the CLI).
+    Unset, nothing changes: huggingface_hub and Triton keep their own defaults.
+    """
+    value = os.environ.get(HOME_ENV, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def named_model_dir(name: str) -> Path | None:
+    """$GENOMELM_HOME/models/<name> when it holds a checkpoint (a config.json), else None."""
+    home = genomelm_home()
+    if home is None or not _MODEL_NAME.fullmatch(name) or {".", ".."} & set(name.split("/")):
+        return None
+    candidate = home / "models" / name
+    return candidate if (candidate / "config.json").is_file() else None
+
+
+def hub_cache_dir() -> str | None:
+    """Where Hugging Face downloads go: $GENOMELM_HOME/hub, or None for huggingface_hub's own default."""
+    home = genomelm_home()
+    return str(home / "hub") if home is not None else None
 
 
 def _load_builtin(filter_shift: float | None) -> HyenaDNA:
@@ -386,7 +435,11 @@ def _download_from_hub(repo_id: str) -> Path:
             "(pip install huggingface_hub), or download the model and pass its directory"
         ) from None
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.ckpt", "*.md"]))
+        return Path(
+            snapshot_download(
+                repo_id, cache_dir=hub_cache_dir(), allow_patterns=["*.json", "*.safetensors", "*.ckpt", "*.md"]
+            )
+        )
     except Exception as exc:  # offline, unknown id, or no permission
         raise InputError(f"--model {repo_id}: cannot fetch from the Hugging Face Hub ({_first_line(exc)})") from None
 
@@ -411,3 +464,118 @@ def _check_keys(where: Path, missing, unexpected) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- fine-tuned classifiers
+
+TRUNCATIONS = ("error", "left", "right")
+
+
+@dataclass
+class ClassifierMeta:
+    """The ``classifier`` block of a fine-tuned checkpoint's config.json: what predict needs besides weights."""
+
+    classes: list[str]  # class names; position = the model's output index
+    pooling: str = "mean"  # mean / last / first over real tokens (HyenaDNAClassifier)
+    max_length: int = 1025  # longest input in bases ([SEP] not counted); longer inputs follow ``truncate``
+    truncate: str = "error"  # error; left = drop bases from the start; right = drop bases from the end
+    add_sep: bool = True  # [SEP] appended to each sequence, as official pretraining windows end with it
+    training: dict = field(default_factory=dict)  # provenance: base model, data, settings, metrics
+
+    def to_dict(self) -> dict:
+        return {
+            "classes": list(self.classes),
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "truncate": self.truncate,
+            "add_sep": self.add_sep,
+            "training": self.training,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict, where: Path) -> ClassifierMeta:
+        """Validated block; anything inconsistent is a FormatError naming ``where``."""
+        try:
+            meta = cls(**values)
+        except TypeError as exc:
+            raise FormatError(f"{where}: invalid classifier block ({exc})") from None
+        problems = []
+        if not isinstance(meta.classes, list) or len(meta.classes) < 2:
+            problems.append("needs a list of at least 2 classes")
+        if meta.pooling not in CLASSIFIER_POOLINGS:
+            problems.append(f"unknown pooling {meta.pooling!r}")
+        if meta.truncate not in TRUNCATIONS:
+            problems.append(f"unknown truncate {meta.truncate!r}")
+        if not isinstance(meta.max_length, int) or meta.max_length < 1:
+            problems.append(f"max_length must be a positive integer, got {meta.max_length!r}")
+        if problems:
+            raise FormatError(f"{where}: invalid classifier block: {'; '.join(problems)}")
+        meta.classes = [str(c) for c in meta.classes]
+        return meta
+
+
+def save_classifier(
+    model: HyenaDNAClassifier,
+    meta: ClassifierMeta,
+    directory: str | os.PathLike,
+    card: str | None = None,
+    extra_files: dict[str, str] | None = None,
+    **provenance,
+) -> Path:
+    """Write a fine-tuned classifier as a native checkpoint, atomically: the backbone as ``save_model``
+    writes it (so ``load_model`` still reads it as an LM), ``head.*`` tensors beside it, the ``classifier``
+    block in config.json, and ``extra_files`` (name -> text, e.g. metrics.json) in the directory."""
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        staging = save_model(model, scratch / "model", card, **provenance)
+        config_path = staging / "config.json"
+        config = json.loads(config_path.read_text())
+        config[CLASSIFIER_KEY] = meta.to_dict()
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text)
+        _replace_dir(staging, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def is_classifier_dir(directory: str | os.PathLike) -> bool:
+    """True for a native checkpoint directory written by ``save_classifier``."""
+    config_path = Path(directory) / "config.json"
+    if not config_path.is_file():
+        return False
+    try:
+        meta = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return False
+    return meta.get("format") == NATIVE_FORMAT and CLASSIFIER_KEY in meta
+
+
+def load_classifier(directory: str | os.PathLike) -> tuple[HyenaDNAClassifier, ClassifierMeta]:
+    """A fine-tuned classifier (eval mode) and its ``classifier`` block, from a ``save_classifier`` directory."""
+    from safetensors.torch import load_model as load_safetensors
+
+    path = Path(directory)
+    if not path.is_dir():
+        raise InputError(f"model directory not found: {path}")
+    if not is_classifier_dir(path):
+        raise UsageError(
+            f"{path}: not a fine-tuned classifier (no '{CLASSIFIER_KEY}' block in a genomelm config.json); "
+            "make one with `genomelm finetune`"
+        )
+    meta = _read_json(path / "config.json")
+    if meta.get("format_version", 0) > NATIVE_VERSION:
+        raise FormatError(f"{path}: written by a newer genomelm (format_version {meta['format_version']})")
+    info = ClassifierMeta.from_dict(meta[CLASSIFIER_KEY], path / "config.json")
+    model = HyenaDNAClassifier(_config_from(meta["model"], path), len(info.classes), info.pooling)
+    try:
+        missing, unexpected = load_safetensors(model, str(path / "model.safetensors"), strict=False)
+    except Exception as exc:  # shape or header problems
+        raise FormatError(f"{path / 'model.safetensors'}: {_first_line(exc)}") from None
+    if model.config.tie_embeddings:
+        missing = [k for k in missing if k != "lm_head.weight"]
+    _check_keys(path, missing, unexpected)
+    return model.eval(), info

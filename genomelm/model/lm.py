@@ -113,3 +113,56 @@ class HyenaDNA(nn.Module):
     def num_parameters(self) -> int:
         """Unique trainable parameters (the tied head counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+
+CLASSIFIER_POOLINGS = ("mean", "last", "first")
+
+
+class HyenaDNAClassifier(HyenaDNA):
+    """HyenaDNA backbone + a sequence classification head: pool the final hidden states over the real
+    (unpadded) tokens, then one Linear layer to ``num_classes`` logits.
+
+    It keeps the LM's modules and parameter names (``backbone.*``, the tied ``lm_head``) and adds only
+    ``head.*``, so its weights still load as a plain HyenaDNA language model. Pooling: ``mean`` over real
+    tokens, ``last`` real token (the only one that has seen the whole sequence in this causal model), or
+    ``first`` token (it sees only itself in a causal model; kept for parity with encoder models).
+    """
+
+    def __init__(self, config: HyenaConfig, num_classes: int, pooling: str = "mean"):
+        super().__init__(config)
+        if pooling not in CLASSIFIER_POOLINGS:
+            raise UsageError(f"pooling must be one of {', '.join(CLASSIFIER_POOLINGS)}, got {pooling!r}")
+        if num_classes < 2:
+            raise UsageError(f"a classifier needs at least 2 classes, got {num_classes}")
+        self.num_classes = num_classes
+        self.pooling = pooling
+        self.head = nn.Linear(config.d_model, num_classes)
+        nn.init.normal_(self.head.weight, std=config.initializer_range)
+        nn.init.zeros_(self.head.bias)
+
+    def pool(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) hidden states of right-padded rows, (B,) true lengths -> (B, D) in fp32."""
+        hidden = hidden.float()
+        if self.pooling == "first":
+            return hidden[:, 0]
+        if self.pooling == "last":
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+        mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]  # (B, L)
+        summed = (hidden * mask[..., None]).sum(dim=1)  # (B, D)
+        return summed / lengths[:, None].clamp(min=1).to(summed.dtype)
+
+    def features(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, L) right-padded ids, (B,) true lengths -> (B, D) pooled features (what the head reads)."""
+        return self.pool(self.backbone(input_ids), lengths)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, D) pooled features -> (B, num_classes) logits in fp32."""
+        return self.head(features.to(self.head.weight.dtype)).float()
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """(B, L) right-padded ids, (B,) true lengths -> (B, num_classes) class logits (fp32).
+
+        Right padding never changes a real position's hidden state (causal model), so the logits of a
+        sequence do not depend on its batch mates.
+        """
+        return self.classify(self.features(input_ids, lengths))

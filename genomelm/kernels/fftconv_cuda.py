@@ -1,0 +1,504 @@
+"""Fused CUDA backend of the Hyena long convolution: cuFFT in fp32 plus Triton kernels for the glue.
+
+Same functions, signatures and semantics as ``fftconv_ref`` (the specification); layout of this file, bottom up:
+Triton kernels -> launchers -> autograd Functions -> public functions ``fftconv`` and ``hyena_mix``.
+
+Precise mode (the only mode so far): the FFT runs in fp32 through torch.fft (cuFFT) with a power-of-two size
+n >= 2L (``fft_size``), the filter spectrum is computed once per call for the whole batch, and everything around
+the FFT is fused so that the activations are read and written once per pass, in their own layouts:
+
+    forward   pre kernel  : (B, L, 3C) --short conv, x1 * v--> u, zero-padded (B, C, n) fp32
+              cuFFT       : u -> U; U *= K; y = irfft(U)
+              post kernel : (B, L, 3C) + y --short conv again, (y + D u) * x0--> (B, L, C)
+    backward  recomputes u and y (nothing of size B*C*L is kept between forward and backward), then three
+              kernels around two more FFTs give the gradients of every input.
+
+All arithmetic in the kernels is fp32 whatever the activation dtype (bf16 activations are cast on load and the
+result rounded once on store), so this backend is at least as precise as the reference.
+
+Importing this module needs triton; without it an ImportError is raised and the dispatcher falls back.
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except Exception as exc:  # a broken triton install must also mean "backend unavailable", not a crash
+    raise ImportError(f"triton is not usable: {exc}") from exc
+
+from genomelm.kernels.fftconv_ref import fft_size, fftconv_ref, hyena_mix_ref
+
+__all__ = ["fftconv", "hyena_mix"]
+
+# Tile sizes. (L, C) tiles of the channel-last (B, L, 3C) layout: C is the contiguous axis of the reads,
+# L the contiguous axis of the (B, C, n) FFT buffers; Triton converts the tile layout between the two in shared
+# memory, which is what removes the transposes of the reference.
+_BLOCK_L = 64
+_BLOCK_C = 32
+_BLOCK_ROW = 1024  # 1-D tiles along L for the (B, C, L) fftconv kernels
+
+# Testing aid: when True every internal buffer is allocated filled with NaN, so that an element a kernel forgets
+# to write (the zero padding of the FFT buffers included) shows up as NaN in the result.
+POISON_BUFFERS = False
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if POISON_BUFFERS:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Triton kernels
+# --------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _causal_conv_tile(
+    p_ptr, w_ptr, bias_ptr, t, ch, ch_mask, L, stride_l, stride_c,
+    K: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Causal depthwise conv at 0-based positions t (BLOCK_L,) for channels ch (BLOCK_C,) of one batch row.
+
+    out[t, c] = bias[c] + sum_j w[c, j] * p[t - (K - 1) + j, c], with p = 0 before position 0 (the conv's left
+    padding). Reads only rows [0, L); outputs at t >= L are meaningless and callers discard them.
+    Returns fp32 (BLOCK_L, BLOCK_C).
+    """
+    bias = tl.load(bias_ptr + ch, mask=ch_mask, other=0.0).to(tl.float32)
+    acc = tl.zeros((BLOCK_L, BLOCK_C), dtype=tl.float32) + bias[None, :]
+    ch_off = ch.to(tl.int64) * stride_c  # int64: a channel stride times 3C can pass 2**31 (transposed views)
+    for j in tl.static_range(K):
+        src = t - (K - 1 - j)  # (BLOCK_L,) int64
+        m = ((src >= 0) & (src < L))[:, None] & ch_mask[None, :]
+        x = tl.load(p_ptr + src[:, None] * stride_l + ch_off[None, :], mask=m, other=0.0)
+        w = tl.load(w_ptr + ch * K + j, mask=ch_mask, other=0.0).to(tl.float32)
+        acc += x.to(tl.float32) * w[None, :]
+    return acc
+
+
+@triton.jit(do_not_specialize=["L", "n"])
+def _mix_pre_kernel(
+    p_ptr, w_ptr, bias_ptr, u_ptr,
+    L, C, n,
+    s_pb, s_pl, s_pc,
+    K: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """u[b, c, t] = x1 * v (short-conv outputs) for t < L, 0 for L <= t < n; u is (B, C, n) fp32 contiguous."""
+    b = tl.program_id(2).to(tl.int64)
+    t = tl.program_id(0).to(tl.int64) * BLOCK_L + tl.arange(0, BLOCK_L)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cm = c < C
+    p = p_ptr + b * s_pb
+    x1 = _causal_conv_tile(p, w_ptr, bias_ptr, t, c + C, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
+    v = _causal_conv_tile(p, w_ptr, bias_ptr, t, c + 2 * C, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
+    u = tl.where((t < L)[:, None], x1 * v, 0.0)
+    dst = u_ptr + (b * C + c[None, :]) * n + t[:, None]
+    tl.store(dst, u, mask=(t < n)[:, None] & cm[None, :])
+
+
+@triton.jit(do_not_specialize=["L", "n"])
+def _mix_post_kernel(
+    p_ptr, w_ptr, bias_ptr, y_ptr, d_ptr, out_ptr,
+    L, C, n,
+    s_pb, s_pl, s_pc,
+    K: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """out[b, t, c] = x0 * (y + D u) with y the long conv of u (B, C, n) fp32; out (B, L, C) contiguous."""
+    b = tl.program_id(2).to(tl.int64)
+    t = tl.program_id(0).to(tl.int64) * BLOCK_L + tl.arange(0, BLOCK_L)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cm = c < C
+    m = (t < L)[:, None] & cm[None, :]
+    p = p_ptr + b * s_pb
+    x0 = _causal_conv_tile(p, w_ptr, bias_ptr, t, c, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
+    x1 = _causal_conv_tile(p, w_ptr, bias_ptr, t, c + C, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
+    v = _causal_conv_tile(p, w_ptr, bias_ptr, t, c + 2 * C, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
+    y = tl.load(y_ptr + (b * C + c[None, :]) * n + t[:, None], mask=m, other=0.0)
+    d = tl.load(d_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    out = (y + d[None, :] * (x1 * v)) * x0
+    dst = out_ptr + (b * L + t[:, None]) * C + c[None, :]
+    tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit(do_not_specialize=["L", "n"])
+def _mix_bwd_gate_kernel(
+    p_ptr, w_ptr, bias_ptr, y_ptr, d_ptr, g_ptr, gz_ptr, gx_ptr,
+    L, C, n,
+    s_pb, s_pl, s_pc, s_gb, s_gl, s_gc,
+    K: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Backward through the output gate out = x0 * z, z = y + D u.
+
+    gz[b, c, t] = g * x0 (zero-padded (B, C, n) fp32, the input of the next FFT);
+    gx[b, t, c] = g * z, the gradient of the x0 short-conv output, into columns [0, C) of (B, L, 3C) fp32.
+    """
+    b = tl.program_id(2).to(tl.int64)
+    t = tl.program_id(0).to(tl.int64) * BLOCK_L + tl.arange(0, BLOCK_L)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cm = c < C
+    m = (t < L)[:, None] & cm[None, :]
+    p = p_ptr + b * s_pb
+    x0 = _causal_conv_tile(p, w_ptr, bias_ptr, t, c, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
+    x1 = _causal_conv_tile(p, w_ptr, bias_ptr, t, c + C, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
+    v = _causal_conv_tile(p, w_ptr, bias_ptr, t, c + 2 * C, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
+    y = tl.load(y_ptr + (b * C + c[None, :]) * n + t[:, None], mask=m, other=0.0)
+    d = tl.load(d_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + b * s_gb + t[:, None] * s_gl + c[None, :].to(tl.int64) * s_gc, mask=m, other=0.0)
+    g = g.to(tl.float32)
+    gz = tl.where(m, g * x0, 0.0)
+    tl.store(gz_ptr + (b * C + c[None, :]) * n + t[:, None], gz, mask=(t < n)[:, None] & cm[None, :])
+    gx0 = g * (y + d[None, :] * (x1 * v))
+    tl.store(gx_ptr + (b * L + t[:, None]) * (3 * C) + c[None, :], gx0, mask=m)
+
+
+@triton.jit(do_not_specialize=["L", "n"])
+def _mix_bwd_u_kernel(
+    p_ptr, w_ptr, bias_ptr, gu_ptr, gz_ptr, d_ptr, gx_ptr, gd_ptr,
+    L, C, n,
+    s_pb, s_pl, s_pc,
+    K: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Backward through u = x1 * v and the skip term: grad_u = corr(gz, k) + D gz (gu holds the correlation).
+
+    Writes grad x1 = grad_u * v and grad v = grad_u * x1 into columns [C, 3C) of gx (B, L, 3C) fp32 and adds
+    sum_t gz * u to gd (C,) fp32 (the gradient of D) with one atomic add per channel and program.
+    """
+    b = tl.program_id(2).to(tl.int64)
+    t = tl.program_id(0).to(tl.int64) * BLOCK_L + tl.arange(0, BLOCK_L)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cm = c < C
+    m = (t < L)[:, None] & cm[None, :]
+    p = p_ptr + b * s_pb
+    x1 = _causal_conv_tile(p, w_ptr, bias_ptr, t, c + C, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
+    v = _causal_conv_tile(p, w_ptr, bias_ptr, t, c + 2 * C, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
+    fft_offs = (b * C + c[None, :]) * n + t[:, None]
+    gz = tl.load(gz_ptr + fft_offs, mask=m, other=0.0)
+    d = tl.load(d_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    gu = tl.load(gu_ptr + fft_offs, mask=m, other=0.0) + d[None, :] * gz
+    row = gx_ptr + (b * L + t[:, None]) * (3 * C) + c[None, :]
+    tl.store(row + C, gu * v, mask=m)
+    tl.store(row + 2 * C, gu * x1, mask=m)
+    tl.atomic_add(gd_ptr + c, tl.sum(tl.where(m, gz * x1 * v, 0.0), axis=0), mask=cm)
+
+
+@triton.jit(do_not_specialize=["L"])
+def _short_conv_bwd_kernel(
+    gx_ptr, p_ptr, w_ptr, gp_ptr, gw_ptr, gbias_ptr,
+    L, C3,
+    s_pb, s_pl, s_pc,
+    K: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Backward of the causal depthwise conv over all 3C channels.
+
+    gx (B, L, 3C) fp32 is the gradient of the conv output. Writes gp[b, s, c] = sum_j w[c, j] gx[s + K-1-j, c]
+    ((B, L, 3C) contiguous, p's dtype) and adds sum_s gx[s + K-1-j, c] p[s, c] to gw[c, j] and sum_t gx[t, c]
+    to gbias[c] (fp32, atomics).
+    """
+    b = tl.program_id(2).to(tl.int64)
+    s = tl.program_id(0).to(tl.int64) * BLOCK_L + tl.arange(0, BLOCK_L)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cm = c < C3
+    m = (s < L)[:, None] & cm[None, :]
+    x = tl.load(p_ptr + b * s_pb + s[:, None] * s_pl + c[None, :].to(tl.int64) * s_pc, mask=m, other=0.0)
+    x = x.to(tl.float32)
+    gp = tl.zeros((BLOCK_L, BLOCK_C), dtype=tl.float32)
+    for j in tl.static_range(K):
+        t = s + (K - 1 - j)  # the output position that reads input s through tap j
+        mt = (t < L)[:, None] & cm[None, :]
+        g = tl.load(gx_ptr + (b * L + t[:, None]) * C3 + c[None, :], mask=mt, other=0.0)
+        w = tl.load(w_ptr + c * K + j, mask=cm, other=0.0).to(tl.float32)
+        gp += g * w[None, :]
+        tl.atomic_add(gw_ptr + c * K + j, tl.sum(g * x, axis=0), mask=cm)
+        if j == K - 1:  # t == s: every output position of the tile, once
+            tl.atomic_add(gbias_ptr + c, tl.sum(g, axis=0), mask=cm)
+    tl.store(gp_ptr + (b * L + s[:, None]) * C3 + c[None, :], gp.to(gp_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit(do_not_specialize=["L", "n"])
+def _pad_rows_kernel(x_ptr, out_ptr, L, n, C, s_xb, s_xc, s_xl, BLOCK: tl.constexpr):
+    """out[row, t] = x[b, c, t] (fp32) for t < L, 0 for L <= t < n; row = b * C + c; out (B*C, n) contiguous."""
+    row = tl.program_id(0).to(tl.int64)
+    t = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    b, c = row // C, row % C
+    x = tl.load(x_ptr + b * s_xb + c * s_xc + t * s_xl, mask=t < L, other=0.0).to(tl.float32)
+    tl.store(out_ptr + row * n + t, x, mask=t < n)
+
+
+@triton.jit(do_not_specialize=["L", "n"])
+def _skip_rows_kernel(y_ptr, x_ptr, d_ptr, out_ptr, L, n, C, s_xb, s_xc, s_xl, BLOCK: tl.constexpr):
+    """out[b, c, t] = y[row, t] + D[c] x[b, c, t] for t < L; y (B*C, n) fp32, out (B, C, L) contiguous."""
+    row = tl.program_id(0).to(tl.int64)
+    t = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    b, c = row // C, row % C
+    m = t < L
+    y = tl.load(y_ptr + row * n + t, mask=m, other=0.0)
+    x = tl.load(x_ptr + b * s_xb + c * s_xc + t * s_xl, mask=m, other=0.0).to(tl.float32)
+    d = tl.load(d_ptr + c).to(tl.float32)
+    tl.store(out_ptr + row * L + t, (y + d * x).to(out_ptr.dtype.element_ty), mask=m)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _mix_grid(positions: int, channels: int, batch: int) -> tuple[int, int, int]:
+    return (triton.cdiv(positions, _BLOCK_L), triton.cdiv(channels, _BLOCK_C), batch)
+
+
+def _mix_pre(projected, weight, bias, n: int) -> torch.Tensor:
+    """(B, L, 3C) -> u = x1 * v as a zero-padded (B, C, n) fp32 buffer, ready for rfft."""
+    batch, seq_len, width = projected.shape
+    channels = width // 3
+    u = _empty((batch, channels, n), torch.float32, projected.device)
+    _mix_pre_kernel[_mix_grid(n, channels, batch)](
+        projected, weight, bias, u, seq_len, channels, n, *projected.stride(),
+        K=weight.shape[-1], BLOCK_L=_BLOCK_L, BLOCK_C=_BLOCK_C,
+    )  # fmt: skip
+    return u
+
+
+def _mix_post(projected, weight, bias, y, D) -> torch.Tensor:
+    """(B, L, 3C) and the long conv y (B, C, n) -> (B, L, C) in projected's dtype."""
+    batch, seq_len, width = projected.shape
+    channels = width // 3
+    out = _empty((batch, seq_len, channels), projected.dtype, projected.device)
+    _mix_post_kernel[_mix_grid(seq_len, channels, batch)](
+        projected, weight, bias, y, D, out, seq_len, channels, y.shape[-1], *projected.stride(),
+        K=weight.shape[-1], BLOCK_L=_BLOCK_L, BLOCK_C=_BLOCK_C,
+    )  # fmt: skip
+    return out
+
+
+def _mix_bwd_gate(projected, weight, bias, y, D, grad_out, gx) -> torch.Tensor:
+    """Fills gx[..., :C] (grad of x0) and returns gz = grad_out * x0 as a zero-padded (B, C, n) fp32 buffer."""
+    batch, seq_len, width = projected.shape
+    channels, n = width // 3, y.shape[-1]
+    gz = _empty((batch, channels, n), torch.float32, projected.device)
+    _mix_bwd_gate_kernel[_mix_grid(n, channels, batch)](
+        projected, weight, bias, y, D, grad_out, gz, gx, seq_len, channels, n,
+        *projected.stride(), *grad_out.stride(),
+        K=weight.shape[-1], BLOCK_L=_BLOCK_L, BLOCK_C=_BLOCK_C,
+    )  # fmt: skip
+    return gz
+
+
+def _mix_bwd_u(projected, weight, bias, gu, gz, D, gx) -> torch.Tensor:
+    """Fills gx[..., C:] (grads of x1 and v) and returns the gradient of D, (C,) fp32."""
+    batch, seq_len, width = projected.shape
+    channels, n = width // 3, gz.shape[-1]
+    grad_d = torch.zeros(channels, dtype=torch.float32, device=projected.device)
+    _mix_bwd_u_kernel[_mix_grid(seq_len, channels, batch)](
+        projected, weight, bias, gu, gz, D, gx, grad_d, seq_len, channels, n, *projected.stride(),
+        K=weight.shape[-1], BLOCK_L=_BLOCK_L, BLOCK_C=_BLOCK_C,
+    )  # fmt: skip
+    return grad_d
+
+
+def _short_conv_bwd(gx, projected, weight):
+    """gx (B, L, 3C) fp32 -> (grad projected (B, L, 3C), grad weight (3C, K) fp32, grad bias (3C,) fp32)."""
+    batch, seq_len, width = projected.shape
+    taps = weight.shape[-1]
+    grad_p = _empty((batch, seq_len, width), projected.dtype, projected.device)
+    grad_w = torch.zeros((width, taps), dtype=torch.float32, device=projected.device)
+    grad_b = torch.zeros(width, dtype=torch.float32, device=projected.device)
+    _short_conv_bwd_kernel[_mix_grid(seq_len, width, batch)](
+        gx, projected, weight, grad_p, grad_w, grad_b, seq_len, width, *projected.stride(),
+        K=taps, BLOCK_L=_BLOCK_L, BLOCK_C=_BLOCK_C,
+    )  # fmt: skip
+    return grad_p, grad_w, grad_b
+
+
+def _pad_rows(x: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, C, L) any dtype/strides -> zero-padded (B, C, n) fp32 contiguous."""
+    batch, channels, seq_len = x.shape
+    out = _empty((batch, channels, n), torch.float32, x.device)
+    grid = (batch * channels, triton.cdiv(n, _BLOCK_ROW))
+    _pad_rows_kernel[grid](x, out, seq_len, n, channels, *x.stride(), BLOCK=_BLOCK_ROW)
+    return out
+
+
+def _skip_rows(y: torch.Tensor, x: torch.Tensor, D: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """y (B, C, n) fp32, x (B, C, L) -> y[..., :L] + D x as (B, C, L) ``dtype``."""
+    batch, channels, seq_len = x.shape
+    out = _empty((batch, channels, seq_len), dtype, x.device)
+    grid = (batch * channels, triton.cdiv(seq_len, _BLOCK_ROW))
+    _skip_rows_kernel[grid](y, x, D, out, seq_len, y.shape[-1], channels, *x.stride(), BLOCK=_BLOCK_ROW)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# FFT pieces (cuFFT through torch.fft, always fp32)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _spectrum(x_pad: torch.Tensor) -> torch.Tensor:
+    """(..., n) fp32 zero-padded -> (..., n/2+1) complex64."""
+    return torch.fft.rfft(x_pad)
+
+
+def _filter_spectrum(k: torch.Tensor, n: int) -> torch.Tensor:
+    """(C, L) filter -> (C, n/2+1) complex64; computed once per call and shared by the whole batch.
+
+    Padded by our kernel rather than by rfft(k, n=n), which casts and pads in separate passes.
+    """
+    return _spectrum(_pad_rows(k.unsqueeze(0), n))[0]
+
+
+def _inverse(spec: torch.Tensor, n: int) -> torch.Tensor:
+    """(..., n/2+1) -> (..., n) fp32; with rfft's default norm this is the exact inverse (1/n applied here)."""
+    return torch.fft.irfft(spec, n=n)
+
+
+def _filter_grad(g_spec: torch.Tensor, u_spec: torch.Tensor, n: int, k_len: int) -> torch.Tensor:
+    """grad k[c, s] = sum_b sum_t g[b, c, t] u[b, c, t - s]: a correlation, summed over the batch in frequency.
+
+    A loop over the batch keeps the temporary at (C, n/2+1) instead of (B, C, n/2+1).
+    """
+    cross = g_spec[0] * u_spec[0].conj()  # (C, n/2+1)
+    for b in range(1, g_spec.shape[0]):
+        cross += g_spec[b] * u_spec[b].conj()
+    return _inverse(cross, n)[:, :k_len]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Autograd Functions
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _check_mix_args(projected, short_weight, k, D) -> None:
+    if projected.dim() != 3 or projected.shape[-1] % 3:
+        raise ValueError(f"projected must be (B, L, 3C), got {tuple(projected.shape)}")
+    channels, seq_len = projected.shape[-1] // 3, projected.shape[1]
+    if short_weight.dim() != 3 or short_weight.shape[:2] != (3 * channels, 1):
+        raise ValueError(f"short_weight must be (3C, 1, K) = ({3 * channels}, 1, K), got {tuple(short_weight.shape)}")
+    if k.dim() != 2 or k.shape[0] != channels or k.shape[1] > seq_len:
+        raise ValueError(f"k must be (C, <=L) = ({channels}, <={seq_len}), got {tuple(k.shape)}")
+    if D.shape != (channels,):
+        raise ValueError(f"D must be (C,) = ({channels},), got {tuple(D.shape)}")
+
+
+class _HyenaMix(torch.autograd.Function):
+    """hyena_mix_ref's function with fused kernels; saves only the inputs and the filter spectrum."""
+
+    @staticmethod
+    def forward(ctx, projected, short_weight, short_bias, k, D):
+        seq_len = projected.shape[1]
+        n = fft_size(seq_len)
+        weight = short_weight.reshape(short_weight.shape[0], -1).contiguous()  # (3C, K)
+        bias = short_bias.contiguous()
+        D_c = D.contiguous()
+        k_f = _filter_spectrum(k, n)  # (C, n/2+1)
+        y = _long_conv(_mix_pre(projected, weight, bias, n), k_f, n)  # (B, C, n)
+        out = _mix_post(projected, weight, bias, y, D_c)  # (B, L, C)
+        ctx.save_for_backward(projected, weight, bias, k_f, D_c)
+        ctx.shapes = (tuple(short_weight.shape), k.shape[-1], short_weight.dtype, short_bias.dtype, k.dtype)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        projected, weight, bias, k_f, D = ctx.saved_tensors
+        w_shape, k_len, w_dtype, b_dtype, k_dtype = ctx.shapes
+        batch, seq_len, width = projected.shape
+        n = fft_size(seq_len)
+        u_spec = _spectrum(_mix_pre(projected, weight, bias, n))  # recomputed, not saved: (B, C, n/2+1)
+        y = _inverse(u_spec * k_f, n)  # (B, C, n)
+        gx = _empty((batch, seq_len, width), torch.float32, projected.device)  # grads of the short-conv outputs
+        gz = _mix_bwd_gate(projected, weight, bias, y, D, grad_out, gx)  # (B, C, n); fills gx[..., :C]
+        del y
+        g_spec = _spectrum(gz)  # (B, C, n/2+1)
+        grad_k = _filter_grad(g_spec, u_spec, n, k_len).to(k_dtype) if ctx.needs_input_grad[3] else None
+        del u_spec
+        gu = _inverse(g_spec.mul_(k_f.conj()), n)  # correlation of gz with k: (B, C, n)
+        del g_spec
+        grad_d = _mix_bwd_u(projected, weight, bias, gu, gz, D, gx)  # fills gx[..., C:]
+        del gu, gz
+        grad_p, grad_w, grad_b = _short_conv_bwd(gx, projected, weight)
+        return (
+            grad_p,
+            grad_w.reshape(w_shape).to(w_dtype),
+            grad_b.to(b_dtype) if ctx.needs_input_grad[2] else None,
+            grad_k,
+            grad_d.to(D.dtype),
+        )
+
+
+def _long_conv(u_pad: torch.Tensor, k_f: torch.Tensor, n: int) -> torch.Tensor:
+    """Zero-padded (B, C, n) fp32 -> circular conv with the filter spectrum, (B, C, n) fp32 (causal in [:L]).
+
+    Takes ownership of u_pad: the caller must not use it afterwards (its memory is released before the inverse).
+    """
+    spec = _spectrum(u_pad)  # (B, C, n/2+1)
+    del u_pad
+    return _inverse(spec.mul_(k_f), n)
+
+
+class _FFTConv(torch.autograd.Function):
+    """fftconv_ref's function: y = causal_conv(u, k) + D u, (B, C, L) -> (B, C, L)."""
+
+    @staticmethod
+    def forward(ctx, u, k, D):
+        n = fft_size(u.shape[-1])
+        D_c = D.contiguous()
+        k_f = _filter_spectrum(k, n)  # (C, n/2+1)
+        y = _long_conv(_pad_rows(u, n), k_f, n)  # (B, C, n)
+        ctx.save_for_backward(u, k_f, D_c)
+        ctx.k_meta = (k.shape[-1], k.dtype)
+        return _skip_rows(y, u, D_c, u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        u, k_f, D = ctx.saved_tensors
+        k_len, k_dtype = ctx.k_meta
+        n = k_f.shape[-1] * 2 - 2
+        g_spec = _spectrum(_pad_rows(grad_out, n))  # (B, C, n/2+1)
+        grad_k = None
+        if ctx.needs_input_grad[1]:
+            grad_k = _filter_grad(g_spec, _spectrum(_pad_rows(u, n)), n, k_len).to(k_dtype)
+        grad_u = _skip_rows(_inverse(g_spec.mul_(k_f.conj()), n), grad_out, D, u.dtype)
+        grad_d = torch.einsum("bct,bct->c", grad_out.float(), u.float()).to(D.dtype)
+        return grad_u, grad_k, grad_d
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public functions (same signatures as fftconv_ref / hyena_mix_ref)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def fftconv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """Causal long convolution plus skip term, fused; see ``fftconv_ref`` for the definition.
+
+    u: (B, C, L) activations (any float dtype, any strides); k: (C, L) filter; D: (C,) skip weights.
+    Returns (B, C, L) contiguous in u's dtype; differentiable in u, k and D.
+    """
+    if u.dim() != 3 or k.dim() != 2 or k.shape[0] != u.shape[1] or k.shape[1] > u.shape[2]:
+        raise ValueError(f"expected u (B, C, L), k (C, <=L); got {tuple(u.shape)} and {tuple(k.shape)}")
+    if D.shape != (u.shape[1],):
+        raise ValueError(f"D must be (C,) = ({u.shape[1]},), got {tuple(D.shape)}")
+    if u.numel() == 0:
+        return fftconv_ref(u, k, D)
+    return _FFTConv.apply(u, k, D)
+
+
+def hyena_mix(
+    projected: torch.Tensor,
+    short_weight: torch.Tensor,
+    short_bias: torch.Tensor | None,
+    k: torch.Tensor,
+    D: torch.Tensor,
+) -> torch.Tensor:
+    """The Hyena (order 2) mixing between in_proj and out_proj, fused; see ``hyena_mix_ref``.
+
+    projected: (B, L, 3C) = in_proj(x), any float dtype and strides (read in place, never transposed);
+    short_weight: (3C, 1, K) causal depthwise conv; short_bias: (3C,) or None; k: (C, L) long filter;
+    D: (C,) skip weights. Returns (B, L, C) contiguous in projected's dtype; differentiable in every tensor.
+    """
+    _check_mix_args(projected, short_weight, k, D)
+    if short_bias is None:
+        short_bias = torch.zeros(short_weight.shape[0], dtype=short_weight.dtype, device=short_weight.device)
+    if projected.numel() == 0:
+        return hyena_mix_ref(projected, short_weight, short_bias, k, D)
+    return _HyenaMix.apply(projected, short_weight, short_bias, k, D)
