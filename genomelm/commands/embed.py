@@ -74,11 +74,12 @@ def run(opts: EmbedOptions) -> EmbedSummary:
     _check_options(opts)
     set_threads(opts.threads)
     device = select_device(opts.device)
-    model = load_inference_model(opts.model, device, opts.conv_backend, opts.trust_checkpoint)
-    window, stride = _window_and_stride(opts, model.l_max)
     regions = _regions(opts.regions)
     started = time.perf_counter()
+    # Open the input before loading the model: a missing or malformed FASTA fails fast, with exit code 1.
     with FastaSource(opts.fasta) as fasta:
+        model = load_inference_model(opts.model, device, opts.conv_backend, opts.trust_checkpoint)
+        window, stride = _window_and_stride(opts, model.l_max)
         expected = _expected_bases(fasta, regions, window, stride)
         _check_output_size(opts, expected, model.config.d_model)
         metadata = _metadata(opts, model, window, stride)
