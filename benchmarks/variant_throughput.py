@@ -14,7 +14,11 @@ Random weights (throughput does not depend on them). Times are wall-clock second
 call (CPU preparation included) after a warm-up, with the GPU synchronised; shared and command:
 median of --repeats runs.
 
-    python benchmarks/variant_throughput.py --preset small-32k --genome-bp 2000000 --per-kb 1
+    python benchmarks/variant_throughput.py --preset small-32k --genome-bp 2000000 --per-kb 1 --tiling 8192:24577
+
+Measured (NVIDIA H200, 2026-11-22, torch 2.11.0+cu130, triton 3.6.0, fused conv backend; table in README):
+default tiling 16384:16384, shared vs naive 19.2x in fp32 (1,079 vs 56 variants/s), 43x in bf16;
+tiling 8192:24577, 26.6x in fp32, 60x in bf16.
 """
 
 from __future__ import annotations

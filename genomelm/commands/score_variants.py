@@ -56,6 +56,7 @@ METHODS = ("llr", "delta-ll", "embedding")
 MISMATCH_POLICIES = ("skip", "error")
 DEFAULT_WINDOW_CAP = 4096  # delta-ll / embedding window when --window is not given
 CHUNK_MAX_RECORDS = 65536  # records held at once (bounds memory whatever the VCF size)
+WINDOW_SITES_PER_SLICE = 256  # delta-ll / embedding windows are built for this many sites at a time
 _TILE = 1 << 16  # bases per cached reference tile
 
 # Reasons a record or allele is not scored, besides vcf.allele_kind's (symbolic, breakend, ...).
@@ -476,17 +477,21 @@ class _Scorer:
         return reason is None
 
     def _window_methods(self, sites: list[_Site]) -> None:
-        seqs: dict[tuple, _Seq] = {}
+        # A slice of sites at a time: the windows of a whole chunk (up to CHUNK_MAX_RECORDS) could
+        # need gigabytes of ids, a slice needs a few megabytes.
+        for start in range(0, len(sites), WINDOW_SITES_PER_SLICE):
+            self._window_slice(sites[start : start + WINDOW_SITES_PER_SLICE])
+
+    def _window_slice(self, sites: list[_Site]) -> None:
+        seqs: dict[tuple, tuple[_Seq, _Seq]] = {}  # one REF window per site, shared by its ALT alleles
         wanted: list[tuple[_Site, int, tuple, tuple]] = []  # (site, allele, ref key, alt key)
         for site in sites:
             for a in self._window_alleles(site):
-                ref_key, alt_key = (
-                    (site.contig, site.start, site.ref),
-                    (site.contig, site.start, site.ref, site.alts[a]),
-                )
-                for key, allele in ((ref_key, site.ref), (alt_key, site.alts[a])):
+                ref_key = (site.contig, site.start, site.ref)
+                alt_key = (*ref_key, site.alts[a].upper())
+                for key, allele in ((ref_key, site.ref), (alt_key, alt_key[-1])):
                     if key not in seqs:
-                        seqs[key] = self._window_pair(site, allele.upper())
+                        seqs[key] = self._window_pair(site, allele)
                 wanted.append((site, a, ref_key, alt_key))
         flat = [s for pair in seqs.values() for s in pair]
         stats = _sequence_stats(self.model, flat, self.device, self.opts.precision, self.opts.batch_size)

@@ -249,12 +249,13 @@ def test_delta_ll_and_embedding_match_their_definitions(data, tmp_path, tiny_mod
     assert math.isclose(info["GLM_EMB_COS"][0], float(cos), abs_tol=1e-6)
 
 
-def test_alone_equals_among_neighbours_and_batch_and_threads(data, tmp_path, tiny_model_dir):
+def test_alone_equals_among_neighbours_and_batch_and_threads(data, tmp_path, tiny_model_dir, monkeypatch):
     fasta, vcf_path = data
     methods = ["llr", "delta-ll", "embedding"]
     base = tmp_path / "all.vcf"
     sv.run(options(vcf_path, fasta, base, tiny_model_dir, methods=methods, batch_size=1))
     other = tmp_path / "b7.vcf"
+    monkeypatch.setattr(sv, "WINDOW_SITES_PER_SLICE", 3)  # windows built a few sites at a time
     sv.run(options(vcf_path, fasta, other, tiny_model_dir, methods=methods, batch_size=7, threads=2))
     alone_rows = [row for row in variants() if row[:2] == ("1", 1100)]
     alone = tmp_path / "alone.vcf"
