@@ -203,7 +203,7 @@ def bench_breakdown(fc, L: int, bh: int, bw: float) -> None:
     y = fc._inverse(spec, n)
     act, buf = 4 * B * H * L, 4 * B * H * n  # bytes of one (B, H, L) fp32 tensor and of one (B, H, n) buffer
     stages = [
-        ("filter spectrum rfft(k, n)", lambda: fc._filter_spectrum(k, n), 4 * H * L + 4 * H * n),
+        ("filter spectrum (pad kernel + rfft of k)", lambda: fc._filter_spectrum(k, n), 4 * H * L + 4 * H * n),
         ("pre kernel (short conv, x1*v, pad)", lambda: fc._mix_pre(projected, weight, bias, n), 2 * act + buf),
         ("rfft (cuFFT)", lambda: fc._spectrum(u_pad), 2 * buf),
         ("spectrum *= filter spectrum", lambda: spec.mul_(k_f), 2 * buf + 4 * H * n),
@@ -335,7 +335,7 @@ def main() -> None:
     warm_up_gpu()
     bw = copy_bandwidth()
     print(f"measured device-to-device copy bandwidth: {bw / 1e9:.0f} GB/s (bytes read + written); "
-          "peak extra memory is given as a multiple of the fp32 input size\n")  # fmt: skip
+          "peak extra memory is a multiple of the input size (u, or projected, in its dtype)\n")  # fmt: skip
     sections = [
         ("fftconv (B, H, L) fp32, H = 256", lambda L, bh: bench_fftconv(fftconv_cuda.fftconv, L, bh, bw)),
         ("hyena_mix forward, fp32", lambda L, bh: bench_mix(fftconv_cuda.hyena_mix, L, bh, bw, False)),
