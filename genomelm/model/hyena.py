@@ -84,7 +84,22 @@ class HyenaFilter(nn.Module):
         self.modulation = ExponentialModulation(d, config.modulate, config.filter_shift)
 
     def filter(self, seq_len: int) -> torch.Tensor:
-        """The filter for the first ``seq_len`` positions, (D, L), in fp32."""
+        """The filter for the first ``seq_len`` positions, (D, L), in fp32.
+
+        Without autograd (inference) the filter is cached: it depends only on the weights and the length,
+        so embedding a genome window after window computes it once. The key holds the weights' in-place
+        version counters, so an optimiser step (or load_state_dict) invalidates it.
+        """
+        if torch.is_grad_enabled():
+            return self._compute_filter(seq_len)
+        key = (seq_len, self.bias.device, self.modulation.shift, tuple(p._version for p in self.parameters()))
+        cached = getattr(self, "_filter_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, self._compute_filter(seq_len))
+            self._filter_cache = cached
+        return cached[1]
+
+    def _compute_filter(self, seq_len: int) -> torch.Tensor:
         z, t = self.pos_emb(seq_len)
         with torch.autocast(device_type=z.device.type, enabled=False):
             h = self.implicit_filter(z.float())  # (1, L, D)

@@ -90,3 +90,17 @@ def test_gradient_checkpointing_gives_same_gradients():
     model(ids).sum().backward()
     for a, p in zip(plain, model.parameters()):
         assert torch.allclose(a, p.grad, atol=1e-6)
+
+
+def test_inference_filter_cache_follows_weight_updates():
+    model = tiny_model()
+    ids = torch.randint(7, 12, (1, 40))
+    with torch.no_grad():
+        first = model(ids)
+        assert torch.equal(model(ids), first)  # served from the cache
+        model.backbone.layers[0].mixer.filter_fn.implicit_filter[0].weight.mul_(1.5)  # in-place update
+        changed = model(ids)
+    assert not torch.allclose(changed, first)
+    model.zero_grad()
+    model(ids).sum().backward()  # with autograd the filter is recomputed and gets gradients
+    assert model.backbone.layers[0].mixer.filter_fn.implicit_filter[0].weight.grad is not None
