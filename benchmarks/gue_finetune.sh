@@ -10,7 +10,11 @@
 #     OUT_DIR   one fine-tuned checkpoint per task and setting (default: runs/gue_finetune)
 #   Environment: MODEL (default: default, the shipped model; or a checkpoint directory),
 #     TASKS, SETTINGS, SEED, EPOCHS, LR, BATCH, PROBE_EPOCHS, PROBE_LR, PROBE_BATCH, EXTRA (more finetune flags),
-#     GENOMELM (the command; default: genomelm, e.g. "python -m genomelm").
+#     GENOMELM (the command; default: genomelm, e.g. "python -m genomelm"; needs typer installed).
+# Cost: one epoch of a small-32k-sized model over prom_core_notata (42k x 70 bp) took ~20 s on an H200
+# (bf16, 2026-11-22), so a 10-epoch run is ~3-4 min; give each task or setting its own call
+# (TASKS=tf_0 SETTINGS=random ...) to fit a 10-minute device slot, then rerun with no training to print
+# the table from the saved metrics: SETTINGS=none prints it for whatever is under OUT_DIR.
 #
 # Published references (frozen embeddings + classifier, AUROC; Nature Communications 2025 benchmark):
 # HyenaDNA 0.852 on "Promoter NonTATA 70 bps" (~prom_core_notata) and 0.830 on "Human TFBS 1" (~tf_0).
@@ -41,7 +45,8 @@ for task in $TASKS; do
             random)     args+=(--random-init --epochs "$EPOCHS" --lr "$LR" --batch-size "$BATCH" --rc-aug) ;;
             probe)      args+=(--freeze-backbone --epochs "$PROBE_EPOCHS" --lr "$PROBE_LR" --batch-size "$PROBE_BATCH"
                                --patience 5 --rc-aug) ;;
-            *) echo "unknown setting $setting (pretrained, random, probe)" >&2; exit 2 ;;
+            none)       continue ;;
+            *) echo "unknown setting $setting (pretrained, random, probe, none)" >&2; exit 2 ;;
         esac
         # shellcheck disable=SC2086  # GENOMELM and EXTRA may hold several words on purpose
         echo "+ $GENOMELM ${args[*]} $EXTRA" >&2

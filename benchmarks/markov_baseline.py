@@ -29,7 +29,7 @@ from genomelm.formats.fasta import FastaSource, parse_region
 from genomelm.tokenizer import A_ID, T_ID
 
 ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-BETAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+BETAS = tuple(2.0**e for e in range(-2, 12))  # 0.25 ... 2048
 
 
 def codes_of(tokens: np.ndarray) -> np.ndarray:

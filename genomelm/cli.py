@@ -570,7 +570,9 @@ def predict(
     strict: Annotated[bool, typer.Option("--strict", help="A record that cannot be predicted is an error.")] = False,
     metrics: Annotated[Optional[str], typer.Option(help="Write metrics JSON here (inputs with labels).")] = None,
     device: DeviceOpt = "auto",
-    precision: AutoPrecisionOpt = "auto",
+    precision: Annotated[
+        str, typer.Option(help="fp32 (batch-invariant) or bf16 / auto (faster on GPU; bf16 rounding varies by batch).")
+    ] = "fp32",
     conv_backend: ConvBackendOpt = None,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,

@@ -231,10 +231,20 @@ def save_checkpoint(run_dir: str | os.PathLike, model: nn.Module, state: dict, c
     try:
         written = save_model(model, staging / CHECKPOINT_DIR, card=card, **provenance)
         torch.save(state, written / TRAINING_STATE)
+        _apply_umask(written)
         _swap_in(written, run_dir / CHECKPOINT_DIR)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return run_dir / CHECKPOINT_DIR
+
+
+def _apply_umask(directory: Path) -> None:
+    """Temporary directories are private (0700): give the finished checkpoint the usual permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    for path in directory.iterdir():
+        os.chmod(path, 0o666 & ~umask)
 
 
 def _swap_in(new: Path, target: Path) -> None:

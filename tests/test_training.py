@@ -93,6 +93,9 @@ def test_checkpoint_is_a_loadable_model_dir_with_a_safe_training_state(tmp_path)
         assert torch.equal(a, b), name
     assert json.loads((path / "config.json").read_text())["model"]["extra"]["step"] == 3
     assert load_training_state(tmp_path)["step"] == 3  # torch.load(weights_only=True) accepts it
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o777 & ~umask  # not the private mode of a temporary directory
     # A second save replaces the first and leaves no staging directories behind.
     save_checkpoint(tmp_path, model, {**state, "step": 4})
     assert load_training_state(tmp_path)["step"] == 4

@@ -61,6 +61,7 @@ def save_model(model: HyenaDNA, directory: str | os.PathLike, card: str | None =
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    _apply_umask(staging, 0o777)  # mkdtemp makes it private (0700); a model directory is meant to be shared
     try:
         config = model.config.to_dict()
         config["extra"] = {**config.get("extra", {}), **provenance}
@@ -68,11 +69,20 @@ def save_model(model: HyenaDNA, directory: str | os.PathLike, card: str | None =
         (staging / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         save_safetensors(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
         (staging / "README.md").write_text(card or default_model_card(model))
+        for path in staging.iterdir():
+            _apply_umask(path, 0o666)
         _replace_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _apply_umask(path: Path, mode: int) -> None:
+    """chmod ``path`` to ``mode`` less the process umask, as a plain open()/mkdir() would have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(mode & ~umask)
 
 
 def _replace_dir(staging: Path, target: Path) -> None:

@@ -103,9 +103,7 @@ class HyenaDNA(nn.Module):
             raise UsageError(f"layer {layer} out of range for a {n}-layer model (use 0..{n}, or -1 for the last)")
         return self.backbone(input_ids, upto_layer=None if layer in (-1, n) else layer)
 
-    def forward(
-        self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L) ids (or (B, L, D) embeddings) -> (B, L, padded_vocab) next-token logits."""
         hidden = self.backbone(input_ids, inputs_embeds=inputs_embeds)
         return self.lm_head(hidden)

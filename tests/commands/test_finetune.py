@@ -64,7 +64,7 @@ def options(paths, base, output, **changes):
         epochs=10,
         batch_size=32,
         lr=3e-3,
-        threads=2,
+        threads=1,
     )
     values.update(changes)
     return finetune.FinetuneOptions(**values)
@@ -73,7 +73,7 @@ def options(paths, base, output, **changes):
 @pytest.fixture(scope="module")
 def trained(motif_data, base_dir):
     root, paths = motif_data
-    summary = finetune.run(options(paths, base_dir, root / "out"))  # about 3 s on 2 idle CPU cores
+    summary = finetune.run(options(paths, base_dir, root / "out"))  # a few seconds on one CPU thread
     return summary, root / "out"
 
 
@@ -229,7 +229,7 @@ def test_existing_output_needs_force(motif_data, base_dir, tmp_path):
 
 def test_cli_exit_codes(motif_data, base_dir, tmp_path):
     _, paths = motif_data
-    common = ["finetune", "--train", paths["val"], "--val", paths["val"], "--model", str(base_dir), "--threads", "2"]
+    common = ["finetune", "--train", paths["val"], "--val", paths["val"], "--model", str(base_dir), "--threads", "1"]
     ok = runner.invoke(app, [*common, "-o", str(tmp_path / "ok"), "--epochs", "1", "--rc-aug"])
     assert ok.exit_code == 0, ok.output
     assert "best epoch 1/1, val MCC" in ok.output
@@ -244,7 +244,7 @@ def test_cli_exit_codes(motif_data, base_dir, tmp_path):
 
 def test_subprocess_run(motif_data, base_dir, tmp_path):
     _, paths = motif_data
-    args = f"finetune --train {paths['val']} --val {paths['val']} --epochs 1 --threads 2"
+    args = f"finetune --train {paths['val']} --val {paths['val']} --epochs 1 --threads 1"
     cmd = [sys.executable, "-m", "genomelm", *args.split(), "--model", str(base_dir), "-o", str(tmp_path / "sub")]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

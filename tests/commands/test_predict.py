@@ -53,7 +53,7 @@ def read_tsv(path):
 
 
 def options(model_dir, input_path, output, **changes):
-    values = dict(model=str(model_dir), input=str(input_path), output=str(output), threads=2)
+    values = dict(model=str(model_dir), input=str(input_path), output=str(output), threads=1)
     values.update(changes)
     return predict.PredictOptions(**values)
 
@@ -181,7 +181,7 @@ def test_subprocess_pipe_from_stdin_to_stdout(classifier_dir, sequences, tmp_pat
     table = write_table(tmp_path / "in.csv", sequences[:4])
     with open(table) as stdin:
         result = subprocess.run(
-            [sys.executable, "-m", "genomelm", "predict", str(directory), "-", "--threads", "2"],
+            [sys.executable, "-m", "genomelm", "predict", str(directory), "-", "--threads", "1"],
             stdin=stdin,
             capture_output=True,
             text=True,

@@ -157,3 +157,16 @@ def test_model_resolution(tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "huggingface_hub", None)
     with pytest.raises(UsageError, match="huggingface_hub is not installed"):
         load_model("LongSafari/hyenadna-tiny-1k-seqlen-hf")
+
+
+def test_saved_model_directory_is_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = save_model(tiny_model(), tmp_path / "shared")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o644
