@@ -16,9 +16,9 @@ import argparse
 import datetime
 import platform
 import statistics
-import time
 
 import torch
+from _timing import seconds
 
 from genomelm.kernels import resolve_backend
 from genomelm.model import HyenaDNA, preset
@@ -31,19 +31,6 @@ def parse_config(text: str) -> tuple[str, int, int]:
     name, shape = text.split(":")
     batch, length = shape.lower().split("x")
     return name, int(batch), int(length)
-
-
-def time_once(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1000
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def measure(model, ids, device, precision: str, warmup: int, repeats: int) -> float:
@@ -59,7 +46,7 @@ def measure(model, ids, device, precision: str, warmup: int, repeats: int) -> fl
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return statistics.median(time_once(step, device) for _ in range(repeats))
+    return statistics.median(seconds(step, device) for _ in range(repeats))
 
 
 def main() -> None:

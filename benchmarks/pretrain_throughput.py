@@ -25,11 +25,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _timing import seconds
 
 from genomelm.kernels import resolve_backend
 from genomelm.model import HyenaDNA, preset
@@ -62,19 +62,6 @@ def environment() -> str:
     return f"{device}; {date}; torch {torch.__version__}; triton {triton_version}"
 
 
-def timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1000
-    began = time.perf_counter()
-    fn()
-    return time.perf_counter() - began
-
-
 def train_step_fn(model: HyenaDNA, ids: torch.Tensor, device: torch.device, bf16: bool):
     """One forward + next-token loss + backward (what pretraining spends its time on, optimiser aside)."""
 
@@ -98,7 +85,7 @@ def measure(name: str, length: int, batch: int, backend: str, device, args, chec
     step = train_step_fn(model, ids, device, args.precision == "bf16")
     for _ in range(args.warmup):
         step()
-    return statistics.median(timed(step, device) for _ in range(args.repeats))
+    return statistics.median(seconds(step, device) for _ in range(args.repeats))
 
 
 def backends(device: torch.device) -> list[str]:
