@@ -36,7 +36,7 @@ def parse_config(text: str) -> tuple[str, int, int]:
 def measure(model, ids, device, precision: str, warmup: int, repeats: int) -> float:
     """Median seconds of one forward + mean pooling over the batch."""
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             hidden = model.hidden_states(ids)

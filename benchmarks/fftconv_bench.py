@@ -238,7 +238,7 @@ def warm_up_gpu(seconds: float = 1.5) -> None:
 def embed_rate(model, ids, precision: str) -> float:
     """bp/s of forward (no grad) + mean pooling, as `genomelm embed` runs it."""
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def step():
         with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=precision == "bf16"):
             return model.hidden_states(ids).float().mean(dim=1)

@@ -196,7 +196,7 @@ def _embed_all(opts, model, device, windows: Iterator[Window], writer, expected:
     return rows, n_windows, n_bases
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
 def embed_ids(model, ids: list[np.ndarray], device: torch.device, opts: EmbedOptions) -> list[np.ndarray]:
     """Pooled vectors (D,) or per-token matrices (L, D) for each id array; both strands averaged with rc."""
     vectors = _pooled(model, ids, device, opts, reverse=False)

@@ -207,7 +207,7 @@ def _kept(windows, tokenizer: CharTokenizer, opts: EvaluateOptions, scores: dict
         yield ids
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
 def score_rows(model, rows: list[np.ndarray], device: torch.device, precision: str) -> tuple[float, int]:
     """(sum of -ln P, count) over the A/C/G/T targets of each row's next-base predictions."""
     tokens, lengths = pad_right(rows, PAD_ID, device)  # (B, L), (B,)

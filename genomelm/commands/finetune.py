@@ -303,7 +303,7 @@ class FeatureInputs:
         self.reverse = self._features(model, data, device, precision, batch_size, True) if both_strands else None
 
     @staticmethod
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
     def _features(model, data, device, precision, batch_size, reverse: bool) -> torch.Tensor:
         model.eval()
         chunks = []
@@ -422,7 +422,7 @@ def _evaluate_inputs(model, inputs, labels: np.ndarray, batch_size: int) -> dict
     return classification_metrics(labels, _probabilities(model, inputs, batch_size))
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
 def _probabilities(model, inputs, batch_size: int) -> np.ndarray:
     """(N, C) class probabilities in dataset order, model in eval mode."""
     model.eval()
@@ -434,7 +434,7 @@ def _probabilities(model, inputs, batch_size: int) -> np.ndarray:
     return torch.cat(chunks).numpy()
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
 def predict_probabilities(
     model: HyenaDNAClassifier, rows: list[np.ndarray], device: torch.device, precision: str, add_sep: bool = True
 ) -> np.ndarray:

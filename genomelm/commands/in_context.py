@@ -540,7 +540,7 @@ def _check_test_flags(ctx: Context, prompts: list[Prompt | None]) -> None:
 # --------------------------------------------------------------------------- prediction
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
 def _predict(ctx: Context, prompts: list[Prompt | None]) -> tuple[np.ndarray, np.ndarray]:
     """(n, VOCAB_SIZE) logits after each query's final [SEP] (NaN where skipped), and (n,) shots used (-1)."""
     ctx.model.eval()

@@ -277,7 +277,7 @@ def score_llr_naive(
     return _llr_results(queries, passes, logits), len(passes)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
 def _run_passes(model, passes: list[_Pass], device, precision: str, batch_size: int) -> list[np.ndarray]:
     """Next-token logits (K, V) at each pass's positions. Longest passes are batched together
     (right padding is invisible to a causal model); the head runs in fp32 on the picked rows only."""
@@ -335,7 +335,7 @@ class _Seq:
     diverge: int
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
 def _sequence_stats(model, seqs: list[_Seq], device, precision: str, batch_size: int):
     """(log-likelihood of tokens from ``diverge`` on, mean final embedding (D,)) per sequence."""
     out: list = [None] * len(seqs)

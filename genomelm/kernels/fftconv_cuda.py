@@ -4,8 +4,9 @@ Same functions, signatures and semantics as ``fftconv_ref`` (the specification);
 Triton kernels -> launchers -> autograd Functions -> public functions ``fftconv`` and ``hyena_mix``.
 
 Precise mode (the only mode so far): the FFT runs in fp32 through torch.fft (cuFFT) with a power-of-two size
-n >= 2L (``fft_size``), the filter spectrum is computed once per call for the whole batch, and everything around
-the FFT is fused so that the activations are read and written once per pass, in their own layouts:
+n >= 2L (``fft_size``), the filter spectrum is computed once per call for the whole batch (and, when no gradient
+of the filter is needed, cached across calls for the same filter tensor: see ``_cached_filter_spectrum``), and
+everything around the FFT is fused so that the activations are read and written once per pass, in their own layouts:
 
     forward   pre kernel  : (B, L, 3C) --short conv, x1 * v--> u, zero-padded (B, C, n) fp32
               cuFFT       : u -> U; U *= K; y = irfft(U)
@@ -20,6 +21,8 @@ Importing this module needs triton; without it an ImportError is raised and the 
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 
@@ -348,6 +351,57 @@ def _filter_spectrum(k: torch.Tensor, n: int) -> torch.Tensor:
     return _spectrum(_pad_rows(k.unsqueeze(0), n))[0]
 
 
+# Filter-spectrum cache (inference): HyenaFilter.filter returns the same k tensor while the weights are unchanged and
+# autograd is off, so its spectrum is reused instead of recomputed at every call. Slot key: where and how k lies in
+# memory and the FFT size; an entry holds a weak reference to k, k's in-place version counter at the time, and
+# the spectrum. A hit needs the same live tensor object at the same version, so an in-place change of k
+# (k.mul_(2), an optimiser step, load_state_dict) or a new tensor at a recycled address is a miss. An entry is
+# dropped as soon as its k is garbage collected and the cache keeps at most _SPECTRUM_CACHE_SIZE entries (LRU):
+# it never keeps GPU memory for dead filters.
+_SPECTRUM_CACHE_SIZE = 8  # a model uses one filter per layer and length; a few entries cover alternating shapes
+_spectrum_cache: dict[tuple, tuple[weakref.ref, int, torch.Tensor]] = {}  # insertion order = LRU order
+
+
+def _drop_dead_spectrum(slot: tuple, ref: weakref.ref) -> None:
+    """Weak-reference callback: k died, release its spectrum (unless the slot already holds another tensor's)."""
+    entry = _spectrum_cache.get(slot)
+    if entry is not None and entry[0] is ref:
+        _spectrum_cache.pop(slot, None)
+
+
+def _cached_filter_spectrum(k: torch.Tensor, n: int) -> torch.Tensor:
+    """``_filter_spectrum(k, n)``, reused across calls for the same unchanged k.
+
+    Only for callers that need no gradient of k (the result is a plain tensor, never part of a graph).
+    Inference tensors (created under torch.inference_mode) have no version counter, so an in-place change could
+    not be detected: they are never cached.
+    """
+    if k.is_inference():
+        return _filter_spectrum(k, n)
+    slot = (k.data_ptr(), tuple(k.shape), k.stride(), k.dtype, k.device, n)
+    version = k._version
+    entry = _spectrum_cache.pop(slot, None)  # re-inserted below: most recently used last
+    if entry is not None and entry[0]() is k and entry[1] == version:
+        _spectrum_cache[slot] = entry
+        return entry[2]
+    k_f = _filter_spectrum(k, n)
+    _spectrum_cache[slot] = (weakref.ref(k, lambda ref, slot=slot: _drop_dead_spectrum(slot, ref)), version, k_f)
+    while len(_spectrum_cache) > _SPECTRUM_CACHE_SIZE:
+        _spectrum_cache.pop(next(iter(_spectrum_cache)), None)
+    return k_f
+
+
+def clear_spectrum_cache() -> None:
+    """Forget every cached filter spectrum (frees their memory now)."""
+    _spectrum_cache.clear()
+
+
+def _uses_spectrum_cache(k: torch.Tensor) -> bool:
+    """True when autograd will not need a gradient of k: decided outside autograd.Function.forward, where grad
+    mode is always off."""
+    return not (torch.is_grad_enabled() and k.requires_grad)
+
+
 def _inverse(spec: torch.Tensor, n: int) -> torch.Tensor:
     """(..., n/2+1) -> (..., n) fp32; with rfft's default norm this is the exact inverse (1/n applied here)."""
     return torch.fft.irfft(spec, n=n)
@@ -385,13 +439,13 @@ class _HyenaMix(torch.autograd.Function):
     """hyena_mix_ref's function with fused kernels; saves only the inputs and the filter spectrum."""
 
     @staticmethod
-    def forward(ctx, projected, short_weight, short_bias, k, D):
+    def forward(ctx, projected, short_weight, short_bias, k, D, cache_spectrum):
         seq_len = projected.shape[1]
         n = fft_size(seq_len)
         weight = short_weight.reshape(short_weight.shape[0], -1).contiguous()  # (3C, K)
         bias = short_bias.contiguous()
         D_c = D.contiguous()
-        k_f = _filter_spectrum(k, n)  # (C, n/2+1)
+        k_f = (_cached_filter_spectrum if cache_spectrum else _filter_spectrum)(k, n)  # (C, n/2+1), read only
         y = _long_conv(_mix_pre(projected, weight, bias, n), k_f, n)  # (B, C, n)
         out = _mix_post(projected, weight, bias, y, D_c)  # (B, L, C)
         ctx.save_for_backward(projected, weight, bias, k_f, D_c)
@@ -423,6 +477,7 @@ class _HyenaMix(torch.autograd.Function):
             grad_b.to(b_dtype) if ctx.needs_input_grad[2] else None,
             grad_k,
             grad_d.to(D.dtype),
+            None,
         )
 
 
@@ -440,10 +495,10 @@ class _FFTConv(torch.autograd.Function):
     """fftconv_ref's function: y = causal_conv(u, k) + D u, (B, C, L) -> (B, C, L)."""
 
     @staticmethod
-    def forward(ctx, u, k, D):
+    def forward(ctx, u, k, D, cache_spectrum):
         n = fft_size(u.shape[-1])
         D_c = D.contiguous()
-        k_f = _filter_spectrum(k, n)  # (C, n/2+1)
+        k_f = (_cached_filter_spectrum if cache_spectrum else _filter_spectrum)(k, n)  # (C, n/2+1), read only
         y = _long_conv(_pad_rows(u, n), k_f, n)  # (B, C, n)
         ctx.save_for_backward(u, k_f, D_c)
         ctx.k_meta = (k.shape[-1], k.dtype)
@@ -460,7 +515,7 @@ class _FFTConv(torch.autograd.Function):
             grad_k = _filter_grad(g_spec, _spectrum(_pad_rows(u, n)), n, k_len).to(k_dtype)
         grad_u = _skip_rows(_inverse(g_spec.mul_(k_f.conj()), n), grad_out, D, u.dtype)
         grad_d = torch.einsum("bct,bct->c", grad_out.float(), u.float()).to(D.dtype)
-        return grad_u, grad_k, grad_d
+        return grad_u, grad_k, grad_d, None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -480,7 +535,7 @@ def fftconv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"D must be (C,) = ({u.shape[1]},), got {tuple(D.shape)}")
     if u.numel() == 0:
         return fftconv_ref(u, k, D)
-    return _FFTConv.apply(u, k, D)
+    return _FFTConv.apply(u, k, D, _uses_spectrum_cache(k))
 
 
 def hyena_mix(
@@ -501,4 +556,4 @@ def hyena_mix(
         short_bias = torch.zeros(short_weight.shape[0], dtype=short_weight.dtype, device=short_weight.device)
     if projected.numel() == 0:
         return hyena_mix_ref(projected, short_weight, short_bias, k, D)
-    return _HyenaMix.apply(projected, short_weight, short_bias, k, D)
+    return _HyenaMix.apply(projected, short_weight, short_bias, k, D, _uses_spectrum_cache(k))

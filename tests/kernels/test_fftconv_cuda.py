@@ -8,6 +8,7 @@ of the same formula, and with the reference backend.
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -212,3 +213,107 @@ def test_whole_model_logits_and_grads_equal_between_backends(L, monkeypatch):
     assert _err(logits, ref_logits) <= 1e-4
     for name, grad in grads.items():
         assert _err(grad, ref_grads[name]) <= 1e-3, name
+
+
+@pytest.fixture
+def spectrum_calls(monkeypatch):
+    """An empty filter-spectrum cache and a list that records the n of every spectrum actually computed."""
+    calls = []
+    compute = fc._filter_spectrum
+
+    def counting(k, n):
+        calls.append(n)  # not k: the recorder must not keep filters alive
+        return compute(k, n)
+
+    monkeypatch.setattr(fc, "_filter_spectrum", counting)
+    fc.clear_spectrum_cache()
+    yield calls
+    fc.clear_spectrum_cache()
+
+
+def _conv_inputs(B=2, C=5, L=300, seed=0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    u, k, D = torch.randn(B, C, L, generator=g), torch.randn(C, L, generator=g), torch.randn(C, generator=g)
+    return u.to(DEVICE), k.to(DEVICE), D.to(DEVICE)
+
+
+def test_filter_spectrum_cached_without_grad_and_invalidated_in_place(spectrum_calls):
+    """No autograd: the spectrum of the same k is computed once, equals the uncached one, and k.mul_ invalidates."""
+    u, k, D = _conv_inputs()
+    uncached = fc.fftconv(u, k.clone().requires_grad_(), D).detach()  # k needs a gradient: never cached
+    assert len(spectrum_calls) == 1 and not fc._spectrum_cache
+    with torch.no_grad():
+        first = fc.fftconv(u, k, D)
+        second = fc.fftconv(u, k, D)
+    assert len(spectrum_calls) == 2 and len(fc._spectrum_cache) == 1  # second call: a hit
+    assert torch.equal(first, uncached) and torch.equal(second, uncached)
+    k.mul_(2)  # in place: same tensor, same address, new version
+    with torch.no_grad():
+        doubled = fc.fftconv(u, k, D)
+    assert len(spectrum_calls) == 3
+    assert torch.equal(doubled, fc.fftconv(u, k.clone().requires_grad_(), D).detach())
+    assert _err(doubled, fftconv_ref(u, k, D)) <= 1e-5
+    assert not torch.equal(doubled, first)
+
+
+def test_filter_spectrum_cache_hyena_mix_and_frozen_filter(spectrum_calls):
+    """hyena_mix uses the cache too, also with autograd on when k itself needs no gradient (frozen filter)."""
+    B, L, C = 2, 200, 4
+    projected = torch.randn(B, L, 3 * C, device=DEVICE, requires_grad=True)
+    weight, bias = torch.randn(3 * C, 1, 3, device=DEVICE), torch.randn(3 * C, device=DEVICE)
+    k, D = torch.randn(C, L, device=DEVICE), torch.randn(C, device=DEVICE)
+    outs = [fc.hyena_mix(projected, weight, bias, k, D) for _ in range(2)]
+    assert len(spectrum_calls) == 1  # k.requires_grad is False: cached although autograd records projected
+    assert torch.equal(outs[0], outs[1])
+    outs[1].sum().backward()  # the cached spectrum is saved for backward; backward must not alter it
+    grad = projected.grad.clone()
+    projected.grad = None
+    fc.hyena_mix(projected, weight, bias, k, D).sum().backward()
+    assert len(spectrum_calls) == 1 and torch.equal(projected.grad, grad)
+    want = hyena_mix_ref(projected, weight, bias, k, D)
+    assert _err(outs[0], want) <= 1e-5
+    k.mul_(2)
+    with torch.no_grad():
+        out = fc.hyena_mix(projected, weight, bias, k, D)
+    assert len(spectrum_calls) == 2
+    assert _err(out, hyena_mix_ref(projected, weight, bias, k, D)) <= 1e-5
+
+
+def test_filter_spectrum_cache_never_used_when_k_needs_grad_nor_for_inference_tensors(spectrum_calls):
+    u, k, D = _conv_inputs()
+    k.requires_grad_()
+    for _ in range(2):
+        fc.fftconv(u, k, D).sum().backward()
+    assert len(spectrum_calls) == 2 and not fc._spectrum_cache
+    with torch.inference_mode():  # inference tensors have no version counter: an in-place change is undetectable
+        k_inf = k.detach().clone()
+        for _ in range(2):
+            fc.fftconv(u, k_inf, D)
+    assert len(spectrum_calls) == 4 and not fc._spectrum_cache
+
+
+def test_filter_spectrum_cache_is_bounded_and_releases_dead_filters(spectrum_calls):
+    u, _, D = _conv_inputs()
+    filters = [torch.randn(5, 300, device=DEVICE) for _ in range(fc._SPECTRUM_CACHE_SIZE + 3)]
+    filters_n = len(filters) + 1
+    with torch.no_grad():
+        for k in filters:
+            fc.fftconv(u, k, D)
+        assert len(fc._spectrum_cache) == fc._SPECTRUM_CACHE_SIZE  # LRU: the oldest entries were evicted
+        fc.fftconv(u, filters[-1], D)  # the newest is still cached
+        assert len(spectrum_calls) == len(filters)
+        fc.fftconv(u, filters[0], D)  # the oldest was evicted
+        assert len(spectrum_calls) == len(filters) + 1
+    del k, filters
+    gc.collect()
+    assert not fc._spectrum_cache  # every filter is dead: no spectrum kept
+    # A new tensor at a recycled address (same shape, version 0) must not hit a stale entry.
+    with torch.no_grad():
+        k1 = torch.randn(5, 300, device=DEVICE)
+        out1 = fc.fftconv(u, k1, D)
+        ptr = k1.data_ptr()
+        del k1
+        k2 = torch.randn(5, 300, device=DEVICE)
+        out2 = fc.fftconv(u, k2, D)
+    assert len(spectrum_calls) == filters_n + 2, f"recycled address: {k2.data_ptr() == ptr}"
+    assert _err(out2, fftconv_ref(u, k2, D)) <= 1e-5 and not torch.equal(out1, out2)
