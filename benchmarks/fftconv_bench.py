@@ -1,13 +1,16 @@
-"""Long convolution and Hyena operator: reference (torch) vs fused (cuda, precise fp32 mode), plus end to end.
+"""Long convolution and Hyena operator: reference (torch) vs fused (cuda: precise fp32 mode and fast bf16 mode).
 
 One run prints, side by side and with device, date, torch and Triton versions:
   1. fftconv (B, H, L) fp32, H = 256 channels, B*H in {256, 2048}, L from 1K to 1M: median ms of the reference
      and the fused backend, speedup, achieved GB/s and % of the HBM floor (bytes = read u + read k + write y,
      divided by the device-to-device copy bandwidth measured at the start), peak extra memory.
+  1b. the same with bf16 u and y: reference vs precise mode vs fast mode (Monarch FFT on tensor cores).
   2. hyena_mix (B, L, 3H) -> (B, L, H), fp32 activations, the whole operator between in_proj and out_proj:
-     forward and forward+backward, ref vs fused, % of floor (read projected + k, write out), peak extra memory.
+     forward and forward+backward, ref vs fused, % of floor (read projected + k, write out), peak extra memory;
+     bf16 activations in both fused modes.
   3. end to end per backend: embed bp/s (forward without grad + mean pooling, fp32 and bf16 autocast) and
-     pretrain tokens/s (forward + backward + AdamW step, bf16 autocast) for small-32k and medium-160k.
+     pretrain tokens/s (forward + backward + AdamW step, bf16 autocast) for small-32k and medium-160k; the cuda
+     backend in precise mode and in its default (auto: fast mode for bf16 up to L = 131,072).
 Timing: CUDA events after warm-up, median of repeated runs; inputs rotate over several copies when small enough
 to sit in L2, so small sizes are not measured from cache. Random weights: throughput does not depend on them.
 
@@ -18,8 +21,10 @@ to sit in L2, so small sizes are not measured from cache. Random weights: throug
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
+import os
 import statistics
 import sys
 import time
@@ -150,6 +155,58 @@ def row_fmt(L, bh, t_ref, t_fus, floor_bytes, bw, m_ref, m_fus, input_bytes) -> 
     )
 
 
+@contextlib.contextmanager
+def conv_mode(mode: str):
+    """Run the cuda backend in one mode (GENOMELM_CONV_MODE is read at every call)."""
+    old = os.environ.get("GENOMELM_CONV_MODE")
+    os.environ["GENOMELM_CONV_MODE"] = mode
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("GENOMELM_CONV_MODE")
+        else:
+            os.environ["GENOMELM_CONV_MODE"] = old
+
+
+def bench_fftconv_modes(fused, L: int, bh: int, bw: float) -> str:
+    """bf16 u and y (fp32 filter): reference vs precise vs fast; bytes = 2 (u) + 2 (y) per element + 4 per k."""
+    B = bh // H
+    gen = torch.Generator(device=DEVICE).manual_seed(L)
+
+    def make(_):
+        u = torch.randn(B, H, L, device=DEVICE, generator=gen).bfloat16()
+        return u, torch.randn(H, L, device=DEVICE, generator=gen), torch.randn(H, device=DEVICE, generator=gen)
+
+    inputs = rotating(make, 2 * B * H * L + 4 * H * L)
+    floor_s = (4 * B * H * L + 4 * H * L) / bw
+    times, mems = [], []
+    for fn, mode in ((fftconv_ref, "precise"), (fused, "precise"), (fused, "fast")):
+        with conv_mode(mode):
+            times.append(safe(lambda fn=fn: cuda_time(lambda: fn(*inputs()))))
+            mems.append(safe(lambda fn=fn: peak_extra_bytes(lambda: fn(*inputs()))))
+    t_ref, t_pre, t_fast = times
+
+    def ratio(a, b):
+        return fmt(a / b, ".2f", "x") if a and b else "-"
+
+    def pct(t):
+        return fmt(t and 100 * floor_s / t, ".1f", "%")
+
+    ms = [fmt(t and t * 1e3, ".3f") for t in times]
+    extra = fmt(mems[2] and mems[2] / (2 * B * H * L), ".1f", "x")
+    return (
+        f"| {L:,} | {bh} | {' | '.join(ms)} | {ratio(t_ref, t_fast)} | {ratio(t_pre, t_fast)} | "
+        f"{pct(t_pre)} | {pct(t_fast)} | {extra} |"
+    )
+
+
+MODES_HEAD = (
+    "| L | B*H | torch ms | precise ms | fast ms | fast vs torch | fast vs precise | precise % floor | "
+    "fast % floor | fast peak extra |\n|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
 # --- 2. hyena_mix ----------------------------------------------------------------------------------------------
 
 
@@ -263,17 +320,21 @@ def train_rate(model, ids) -> float:
 
 def bench_end_to_end() -> None:
     print("\n### End to end (random weights)\n")
-    print("| preset | batch x length | task | precision | torch | cuda | speedup | official H100 (embed) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| preset | batch x length | task | precision | torch | cuda precise | cuda default | default vs torch | "
+        "official H100 (embed) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, batch, length in E2E_EMBED:
         bench_embed(name, batch, length)
     for name, batch, length in E2E_TRAIN:
         rates = []
-        for backend in ("torch", "cuda"):
+        for backend, mode in BACKEND_MODES:
             torch.manual_seed(0)
             model = HyenaDNA(preset(name)).to(DEVICE).train()
             ids = torch.randint(7, 11, (batch, length), device=DEVICE)
-            rates.append(per_backend(model, backend, lambda model=model, ids=ids: train_rate(model, ids)))
+            with conv_mode(mode):
+                rates.append(per_backend(model, backend, lambda model=model, ids=ids: train_rate(model, ids)))
             del model
         print(e2e_row(name, batch, length, "pretrain Mtok/s", "bf16", rates, "-"), flush=True)
 
@@ -282,7 +343,10 @@ def bench_embed(name: str, batch: int, length: int) -> None:
     model = HyenaDNA(preset(name)).to(DEVICE).eval()
     ids = torch.randint(7, 11, (batch, length), device=DEVICE)
     for i, precision in enumerate(("fp32", "bf16")):
-        rates = [per_backend(model, b, lambda p=precision: embed_rate(model, ids, p)) for b in ("torch", "cuda")]
+        rates = []
+        for backend, mode in BACKEND_MODES:
+            with conv_mode(mode):
+                rates.append(per_backend(model, backend, lambda p=precision: embed_rate(model, ids, p)))
         official = OFFICIAL_H100_EMBED[name][i]
         print(e2e_row(name, batch, length, "embed Mbp/s", precision, rates, f"{official:.2f}"), flush=True)
 
@@ -294,12 +358,15 @@ def per_backend(model, backend: str, measure):
     return safe(measure)
 
 
+BACKEND_MODES = (("torch", "auto"), ("cuda", "precise"), ("cuda", "auto"))
+
+
 def e2e_row(name, batch, length, task, precision, rates, official) -> str:
-    ref, fus = rates
-    speedup = fmt(fus / ref, ".2f", "x") if ref and fus else "-"
+    ref, precise, default = rates
+    speedup = fmt(default / ref, ".2f", "x") if ref and default else "-"
     return (
         f"| {name} | {batch} x {length:,} | {task} | {precision} | {fmt(ref and ref / 1e6)} | "
-        f"{fmt(fus and fus / 1e6)} | {speedup} | {official} |"
+        f"{fmt(precise and precise / 1e6)} | {fmt(default and default / 1e6)} | {speedup} | {official} |"
     )
 
 
@@ -336,20 +403,32 @@ def main() -> None:
     bw = copy_bandwidth()
     print(f"measured device-to-device copy bandwidth: {bw / 1e9:.0f} GB/s (bytes read + written); "
           "peak extra memory is a multiple of the input size (u, or projected, in its dtype)\n")  # fmt: skip
+    print(f"### fftconv (B, H, L) bf16, H = 256: reference vs precise vs fast mode\n\n{MODES_HEAD}")
+    for bh in BH:
+        for L in lengths:
+            print(bench_fftconv_modes(fftconv_cuda.fftconv, L, bh, bw), flush=True)
+    print()
     sections = [
         ("fftconv (B, H, L) fp32, H = 256", lambda L, bh: bench_fftconv(fftconv_cuda.fftconv, L, bh, bw)),
         ("hyena_mix forward, fp32", lambda L, bh: bench_mix(fftconv_cuda.hyena_mix, L, bh, bw, False)),
         ("hyena_mix forward + backward, fp32", lambda L, bh: bench_mix(fftconv_cuda.hyena_mix, L, bh, bw, True)),
         (
-            "hyena_mix forward, bf16 activations (reference under bf16 autocast)",
+            "hyena_mix forward, bf16 activations, precise mode (reference under bf16 autocast)",
             lambda L, bh: bench_mix(fftconv_cuda.hyena_mix, L, bh, bw, False, torch.bfloat16),
+            "precise",
+        ),
+        (
+            "hyena_mix forward, bf16 activations, fast mode (reference under bf16 autocast)",
+            lambda L, bh: bench_mix(fftconv_cuda.hyena_mix, L, bh, bw, False, torch.bfloat16),
+            "fast",
         ),
     ]
-    for title, bench in sections:
+    for title, bench, *mode in sections:
         print(f"### {title}\n\n{TABLE_HEAD}")
         for bh in BH:
             for L in lengths:
-                print(bench(L, bh), flush=True)
+                with conv_mode(mode[0] if mode else "precise"):
+                    print(bench(L, bh), flush=True)
                 gc.collect()
                 torch.cuda.empty_cache()
         print()

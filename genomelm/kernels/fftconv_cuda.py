@@ -22,6 +22,7 @@ Importing this module needs triton; without it an ImportError is raised and the 
 
 from __future__ import annotations
 
+import os
 import weakref
 
 import torch
@@ -32,9 +33,37 @@ try:
 except Exception as exc:  # a broken triton install must also mean "backend unavailable", not a crash
     raise ImportError(f"triton is not usable: {exc}") from exc
 
+from genomelm.kernels import fftconv_monarch
 from genomelm.kernels.fftconv_ref import fft_size, fftconv_ref, hyena_mix_ref
 
-__all__ = ["fftconv", "hyena_mix"]
+__all__ = ["MODES", "MODE_ENV_VAR", "fftconv", "hyena_mix", "use_fast_mode"]
+
+MODES = ("auto", "precise", "fast")
+MODE_ENV_VAR = "GENOMELM_CONV_MODE"
+# auto picks fast mode for bf16/fp16 activations up to this length: there fast was 1.0-1.6x faster than precise
+# on an H200 (benchmarks/fftconv_bench.py); beyond, precise (cuFFT) is faster.
+FAST_AUTO_MAX_LEN = 131072
+
+
+def conv_mode() -> str:
+    """The mode named by GENOMELM_CONV_MODE: auto (default), precise or fast."""
+    name = os.environ.get(MODE_ENV_VAR, "auto").strip().lower() or "auto"
+    if name not in MODES:
+        raise ValueError(f"{MODE_ENV_VAR}={name!r} is not one of {', '.join(MODES)}")
+    return name
+
+
+def use_fast_mode(dtype: torch.dtype, seq_len: int) -> bool:
+    """Fast (bf16 Monarch) or precise (fp32 cuFFT) for activations of ``dtype`` and length ``seq_len``.
+
+    auto: fast for bf16/fp16 activations (--precision bf16) up to FAST_AUTO_MAX_LEN, precise otherwise;
+    GENOMELM_CONV_MODE=precise|fast forces one mode for every call.
+    """
+    mode = conv_mode()
+    if mode != "auto":
+        return mode == "fast"
+    return dtype in (torch.bfloat16, torch.float16) and seq_len <= FAST_AUTO_MAX_LEN
+
 
 # Tile sizes. (L, C) tiles of the channel-last (B, L, 3C) layout: C is the contiguous axis of the reads,
 # L the contiguous axis of the (B, C, n) FFT buffers; Triton converts the tile layout between the two in shared
@@ -252,11 +281,11 @@ def _mix_grid(positions: int, channels: int, batch: int) -> tuple[int, int, int]
     return (triton.cdiv(positions, _BLOCK_L), triton.cdiv(channels, _BLOCK_C), batch)
 
 
-def _mix_pre(projected, weight, bias, n: int) -> torch.Tensor:
-    """(B, L, 3C) -> u = x1 * v as a zero-padded (B, C, n) fp32 buffer, ready for rfft."""
+def _mix_pre(projected, weight, bias, n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, L, 3C) -> u = x1 * v as a zero-padded (B, C, n) buffer (fp32 for rfft; bf16, n = L, for fast mode)."""
     batch, seq_len, width = projected.shape
     channels = width // 3
-    u = _empty((batch, channels, n), torch.float32, projected.device)
+    u = _empty((batch, channels, n), dtype, projected.device)
     _mix_pre_kernel[_mix_grid(n, channels, batch)](
         projected, weight, bias, u, seq_len, channels, n, *projected.stride(),
         K=weight.shape[-1], BLOCK_L=_BLOCK_L, BLOCK_C=_BLOCK_C,
@@ -369,22 +398,23 @@ def _drop_dead_spectrum(slot: tuple, ref: weakref.ref) -> None:
         _spectrum_cache.pop(slot, None)
 
 
-def _cached_filter_spectrum(k: torch.Tensor, n: int) -> torch.Tensor:
-    """``_filter_spectrum(k, n)``, reused across calls for the same unchanged k.
+def _cached_filter_spectrum(k: torch.Tensor, n: int, compute=None) -> torch.Tensor:
+    """``compute(k, n)`` (default ``_filter_spectrum``), reused across calls for the same unchanged k.
 
     Only for callers that need no gradient of k (the result is a plain tensor, never part of a graph).
     Inference tensors (created under torch.inference_mode) have no version counter, so an in-place change could
     not be detected: they are never cached.
     """
+    compute = compute or _filter_spectrum
     if k.is_inference():
-        return _filter_spectrum(k, n)
-    slot = (k.data_ptr(), tuple(k.shape), k.stride(), k.dtype, k.device, n)
+        return compute(k, n)
+    slot = (k.data_ptr(), tuple(k.shape), k.stride(), k.dtype, k.device, n, compute)
     version = k._version
     entry = _spectrum_cache.pop(slot, None)  # re-inserted below: most recently used last
     if entry is not None and entry[0]() is k and entry[1] == version:
         _spectrum_cache[slot] = entry
         return entry[2]
-    k_f = _filter_spectrum(k, n)
+    k_f = compute(k, n)
     _spectrum_cache[slot] = (weakref.ref(k, lambda ref, slot=slot: _drop_dead_spectrum(slot, ref)), version, k_f)
     while len(_spectrum_cache) > _SPECTRUM_CACHE_SIZE:
         _spectrum_cache.pop(next(iter(_spectrum_cache)), None)
@@ -435,21 +465,46 @@ def _check_mix_args(projected, short_weight, k, D) -> None:
         raise ValueError(f"D must be (C,) = ({channels},), got {tuple(D.shape)}")
 
 
+def _spectrum_getter(cache_spectrum: bool):
+    """The filter-spectrum function of one call: cached across calls (inference) or computed afresh."""
+    if cache_spectrum:
+        return _cached_filter_spectrum
+    return lambda k, n, compute=None: (compute or _filter_spectrum)(k, n)
+
+
+def _monarch_spectrum(k: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """The filter spectrum in fast mode's order for sequences of seq_len (cache-compatible signature)."""
+    return fftconv_monarch.filter_spectrum(k, fftconv_monarch.plan(seq_len))
+
+
 class _HyenaMix(torch.autograd.Function):
-    """hyena_mix_ref's function with fused kernels; saves only the inputs and the filter spectrum."""
+    """hyena_mix_ref's function with fused kernels; saves only the inputs and the filter spectrum.
+
+    Fast mode (``fast``): the long convolution runs as a Monarch FFT on tensor cores (fftconv_monarch) between the
+    same fused pre and post kernels, with u and y as bf16 (B, C, L); the backward pass is precise mode's.
+    """
 
     @staticmethod
-    def forward(ctx, projected, short_weight, short_bias, k, D, cache_spectrum):
+    def forward(ctx, projected, short_weight, short_bias, k, D, cache_spectrum, fast):
         seq_len = projected.shape[1]
         n = fft_size(seq_len)
         weight = short_weight.reshape(short_weight.shape[0], -1).contiguous()  # (3C, K)
         bias = short_bias.contiguous()
         D_c = D.contiguous()
-        k_f = (_cached_filter_spectrum if cache_spectrum else _filter_spectrum)(k, n)  # (C, n/2+1), read only
-        y = _long_conv(_mix_pre(projected, weight, bias, n), k_f, n)  # (B, C, n)
+        spectrum = _spectrum_getter(cache_spectrum)
+        if fast:
+            plan = fftconv_monarch.plan(seq_len)
+            u = _mix_pre(projected, weight, bias, seq_len, torch.bfloat16)  # (B, C, L)
+            y = fftconv_monarch.monarch_conv(u, spectrum(k, seq_len, _monarch_spectrum), plan, None, torch.bfloat16)
+            del u
+            k_saved = k  # precise spectrum for the backward pass, computed only if one runs
+        else:
+            k_saved = spectrum(k, n)  # (C, n/2+1), read only
+            y = _long_conv(_mix_pre(projected, weight, bias, n), k_saved, n)  # (B, C, n)
         out = _mix_post(projected, weight, bias, y, D_c)  # (B, L, C)
-        ctx.save_for_backward(projected, weight, bias, k_f, D_c)
+        ctx.save_for_backward(projected, weight, bias, k_saved, D_c)
         ctx.shapes = (tuple(short_weight.shape), k.shape[-1], short_weight.dtype, short_bias.dtype, k.dtype)
+        ctx.fast = fast
         return out
 
     @staticmethod
@@ -458,6 +513,8 @@ class _HyenaMix(torch.autograd.Function):
         w_shape, k_len, w_dtype, b_dtype, k_dtype = ctx.shapes
         batch, seq_len, width = projected.shape
         n = fft_size(seq_len)
+        if ctx.fast:
+            k_f = _filter_spectrum(k_f, n)  # k was saved in its place
         u_spec = _spectrum(_mix_pre(projected, weight, bias, n))  # recomputed, not saved: (B, C, n/2+1)
         y = _inverse(u_spec * k_f, n)  # (B, C, n)
         gx = _empty((batch, seq_len, width), torch.float32, projected.device)  # grads of the short-conv outputs
@@ -478,6 +535,7 @@ class _HyenaMix(torch.autograd.Function):
             grad_k,
             grad_d.to(D.dtype),
             None,
+            None,
         )
 
 
@@ -492,30 +550,38 @@ def _long_conv(u_pad: torch.Tensor, k_f: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class _FFTConv(torch.autograd.Function):
-    """fftconv_ref's function: y = causal_conv(u, k) + D u, (B, C, L) -> (B, C, L)."""
+    """fftconv_ref's function: y = causal_conv(u, k) + D u, (B, C, L) -> (B, C, L). Fast mode: forward by
+    fftconv_monarch, backward as in precise mode."""
 
     @staticmethod
-    def forward(ctx, u, k, D, cache_spectrum):
-        n = fft_size(u.shape[-1])
+    def forward(ctx, u, k, D, cache_spectrum, fast):
+        seq_len = u.shape[-1]
+        n = fft_size(seq_len)
         D_c = D.contiguous()
-        k_f = (_cached_filter_spectrum if cache_spectrum else _filter_spectrum)(k, n)  # (C, n/2+1), read only
+        spectrum = _spectrum_getter(cache_spectrum)
+        ctx.k_meta = (k.shape[-1], k.dtype, n, fast)
+        if fast:
+            plan = fftconv_monarch.plan(seq_len)
+            ctx.save_for_backward(u, k, D_c)
+            return fftconv_monarch.monarch_conv(u, spectrum(k, seq_len, _monarch_spectrum), plan, D_c, u.dtype)
+        k_f = spectrum(k, n)  # (C, n/2+1), read only
         y = _long_conv(_pad_rows(u, n), k_f, n)  # (B, C, n)
         ctx.save_for_backward(u, k_f, D_c)
-        ctx.k_meta = (k.shape[-1], k.dtype)
         return _skip_rows(y, u, D_c, u.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         u, k_f, D = ctx.saved_tensors
-        k_len, k_dtype = ctx.k_meta
-        n = k_f.shape[-1] * 2 - 2
+        k_len, k_dtype, n, fast = ctx.k_meta
+        if fast:
+            k_f = _filter_spectrum(k_f, n)  # k was saved in its place
         g_spec = _spectrum(_pad_rows(grad_out, n))  # (B, C, n/2+1)
         grad_k = None
         if ctx.needs_input_grad[1]:
             grad_k = _filter_grad(g_spec, _spectrum(_pad_rows(u, n)), n, k_len).to(k_dtype)
         grad_u = _skip_rows(_inverse(g_spec.mul_(k_f.conj()), n), grad_out, D, u.dtype)
         grad_d = torch.einsum("bct,bct->c", grad_out.float(), u.float()).to(D.dtype)
-        return grad_u, grad_k, grad_d, None
+        return grad_u, grad_k, grad_d, None, None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -535,7 +601,7 @@ def fftconv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"D must be (C,) = ({u.shape[1]},), got {tuple(D.shape)}")
     if u.numel() == 0:
         return fftconv_ref(u, k, D)
-    return _FFTConv.apply(u, k, D, _uses_spectrum_cache(k))
+    return _FFTConv.apply(u, k, D, _uses_spectrum_cache(k), use_fast_mode(u.dtype, u.shape[-1]))
 
 
 def hyena_mix(
@@ -556,4 +622,5 @@ def hyena_mix(
         short_bias = torch.zeros(short_weight.shape[0], dtype=short_weight.dtype, device=short_weight.device)
     if projected.numel() == 0:
         return hyena_mix_ref(projected, short_weight, short_bias, k, D)
-    return _HyenaMix.apply(projected, short_weight, short_bias, k, D, _uses_spectrum_cache(k))
+    fast = use_fast_mode(projected.dtype, projected.shape[1])
+    return _HyenaMix.apply(projected, short_weight, short_bias, k, D, _uses_spectrum_cache(k), fast)

@@ -38,8 +38,11 @@ def _lengths(limit: int = 1024) -> list[int]:
 
 @pytest.fixture(autouse=True)
 def poisoned(monkeypatch):
-    """Every internal buffer starts as NaN: an unwritten element (padding included) turns the result NaN."""
+    """Every internal buffer starts as NaN: an unwritten element (padding included) turns the result NaN.
+
+    Precise mode throughout this file (fast mode, for bf16, has its own tests in test_fftconv_monarch.py)."""
     monkeypatch.setattr(fc, "POISON_BUFFERS", True)
+    monkeypatch.setenv(fc.MODE_ENV_VAR, "precise")
 
 
 def _err(got: torch.Tensor, want: torch.Tensor) -> float:

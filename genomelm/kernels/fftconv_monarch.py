@@ -1,0 +1,476 @@
+"""Fast mode of the CUDA backend: the long convolution as a Monarch-decomposed FFT on tensor cores (Triton).
+
+An FFT of size N = R * S is a matrix product in three steps (Cooley-Tukey "four-step"): write the sequence as an
+R x S row-major matrix X[r, s] = x[s + S r]; then
+
+    B = F_R @ X            (a DFT of length R down every column)
+    B[k_r, s] *= w_N^(s k_r)   (twiddle factors, w_N = exp(-2 pi i / N))
+    C = B @ F_S            (a DFT of length S along every row);  C[k_r, k_s] = X_hat[k_r + R k_s]
+
+Every DFT is a dense product with a small DFT matrix, which tensor cores do in bf16 with fp32 accumulation. The
+convolution multiplies C by the filter spectrum stored in the same (permuted) order and runs the three steps
+backwards with conjugated matrices; no step ever needs the natural frequency order.
+
+Two shapes of the computation, both fusing the zero padding, the crop to L and the skip term D u:
+
+* N <= 32768 (L <= 16K): ONE kernel. A program owns one (batch, channel) row at a time (persistent: it loops over
+  rows) and keeps the row's R x S spectrum in a private scratch tile of global memory between the phases. The
+  scratch of all programs together is a few MB, so it lives in L2 and the row costs one read of u and one write
+  of y in HBM.
+* N > 32768: N = Q * P with P <= 32768. Pass 1 does the length-Q DFTs down the columns of the Q x P matrix
+  (reading u), pass 2 is the one-kernel algorithm above on each of the Q rows of length P (complex in, complex
+  out, in place, filter multiply in the middle), pass 3 undoes pass 1 (writing y). The bf16 complex Q x P
+  intermediate travels through HBM twice.
+
+Real input and causality are used: only the first half of each padded row is non-zero (N >= 2L), so the first
+DFT reads half the rows of F, and only the first half of the output is kept, so the last DFT computes half.
+
+Precision: each DFT rounds its operands (data and DFT matrix) to bf16 and accumulates in fp32; twiddles and the
+filter multiply are fp32. The relative RMS error against an fp64 convolution is about 3e-3 (tested on filters of
+the shipped trained model). Use precise mode (fp32 cuFFT) when that is not enough.
+
+The Triton interpreter (TRITON_INTERPRET=1, used by the CPU tests of this file's index arithmetic) cannot multiply
+bf16 tiles; there the operands are rounded to bf16 and multiplied as fp32, which gives the same products.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+    from triton.language.extra import libdevice
+except Exception as exc:  # same contract as fftconv_cuda: no usable triton means the backend is unavailable
+    raise ImportError(f"triton is not usable: {exc}") from exc
+
+from genomelm.kernels.fftconv_ref import fft_size
+
+__all__ = ["MonarchPlan", "plan", "filter_spectrum", "monarch_conv"]
+
+MAX_ONE_PASS = 8192  # largest FFT size done by one kernel (L <= 4K): larger DFT tiles spill registers
+INNER = 4096  # row length of pass 2 when there are outer passes
+MAX_OUTER = 256  # longest outer DFT (n up to 2**21: L = 1M)
+MIN_FFT = 512  # smallest FFT size: R >= 32 so that the half-height products are at least 16 deep (tl.dot minimum)
+_TWO_PI = 2.0 * math.pi
+_COMPILED = os.environ.get("TRITON_INTERPRET", "0") != "1"
+
+# Testing aid (as in fftconv_cuda): when True every buffer, the output included, starts filled with NaN.
+POISON_BUFFERS = False
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if POISON_BUFFERS:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+@dataclass(frozen=True)
+class MonarchPlan:
+    """How an FFT of size n = outer * rows * cols is split. outer == 1: one kernel."""
+
+    n: int
+    outer: int  # Q: length of the DFTs of passes 1 and 3 (1 when there is no outer pass)
+    rows: int  # R: length of the column DFTs inside a row of length rows * cols
+    cols: int  # S: length of the row DFTs
+
+    @property
+    def inner(self) -> int:
+        return self.rows * self.cols
+
+
+def plan(seq_len: int) -> MonarchPlan:
+    """The split used for sequences of ``seq_len`` (a power-of-two FFT size of at least 2 * seq_len).
+
+    Sizes measured best on an H200 (benchmarks/fftconv_bench.py): one kernel up to n = 8192; beyond, inner rows
+    of 4096 (64 x 64: the largest DFT tiles that stay in registers) with Q = n / 4096 >= 32 outer DFTs.
+    """
+    n = max(fft_size(seq_len), MIN_FFT)
+    one_pass = TUNING.get("max_one_pass", MAX_ONE_PASS)
+    outer = 1 if n <= one_pass else min(MAX_OUTER, max(32, n // TUNING.get("inner", INNER)))
+    inner = n // outer
+    rows = 1 << ((inner.bit_length() - 1 + 1) // 2)  # the larger half of the exponent: rows >= cols
+    return MonarchPlan(n=n, outer=outer, rows=rows, cols=inner // rows)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Triton helpers (tile arithmetic)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _operand(x, COMPILED: tl.constexpr):
+    """A tensor-core operand: x rounded to bf16 (kept as fp32 values under the interpreter)."""
+    x = x.to(tl.bfloat16)
+    if not COMPILED:
+        x = x.to(tl.float32)
+    return x
+
+
+@triton.jit
+def _twiddle(a, b, n, SIGN: tl.constexpr, COMPILED: tl.constexpr):
+    """(cos, sin) of SIGN * 2 pi a b / n for int tiles a (X, 1) and b (1, Y) with a * b < n < 2**31.
+
+    The angle is reduced to [-pi, pi] exactly (in integers), where the hardware's approximate sin/cos are good to
+    about 1e-6: the accurate libdevice versions carry a slow path for huge arguments whose stack spills registers.
+    """
+    m = a * b
+    m = tl.where(m > n // 2, m - n, m)  # same angle modulo 2 pi, now in [-pi, pi]
+    angle = m.to(tl.float32) * (SIGN * 6.283185307179586 / n)
+    if COMPILED:
+        return libdevice.fast_cosf(angle), libdevice.fast_sinf(angle)
+    return tl.cos(angle), tl.sin(angle)
+
+
+@triton.jit
+def _cmul(ar, ai, br, bi):
+    return ar * br - ai * bi, ar * bi + ai * br
+
+
+@triton.jit
+def _load_dft(f_ptr, M, rows, cols, COMPILED: tl.constexpr):
+    """Tiles (re, im) of the M x M DFT matrix stored as planes (2, M, M) at rows x cols (index tiles)."""
+    off = rows[:, None] * M + cols[None, :]
+    fr = _operand(tl.load(f_ptr + off), COMPILED)
+    fi = _operand(tl.load(f_ptr + M * M + off), COMPILED)
+    return fr, fi
+
+
+@triton.jit
+def _column_dft(
+    src_ptr, plane, s, N_in, R: tl.constexpr, S: tl.constexpr, f_ptr,
+    COMPLEX_IN: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr, COMPILED: tl.constexpr,
+):  # fmt: skip
+    """B[:, s] = F_R @ X[:, s] for the column block s (BS,) of the R x S matrix X[r, s] = src[r * S + s].
+
+    Real input (COMPLEX_IN False) is zero past index N_in and only rows r < R/2 are read (the rest is padding);
+    complex input is read from two planes ``plane`` elements apart. Returns fp32 (re, im), each (R, BS).
+    """
+    k_r = tl.arange(0, R)
+    acc_r = tl.zeros((R, BS), dtype=tl.float32)
+    acc_i = tl.zeros((R, BS), dtype=tl.float32)
+    depth: tl.constexpr = R if COMPLEX_IN else R // 2
+    for r0 in tl.static_range(0, depth, BK):
+        r = r0 + tl.arange(0, BK)
+        pos = r[:, None] * S + s[None, :]
+        fr, fi = _load_dft(f_ptr, R, k_r, r, COMPILED)
+        if COMPLEX_IN:
+            xr = _operand(tl.load(src_ptr + pos), COMPILED)
+            xi = _operand(tl.load(src_ptr + plane + pos), COMPILED)
+            acc_r = tl.dot(fr, xr, acc_r)
+            acc_r = tl.dot(-fi, xi, acc_r)
+            acc_i = tl.dot(fr, xi, acc_i)
+            acc_i = tl.dot(fi, xr, acc_i)
+        else:
+            x = _operand(tl.load(src_ptr + pos.to(tl.int64) * plane, mask=pos < N_in, other=0.0), COMPILED)
+            acc_r = tl.dot(fr, x, acc_r)
+            acc_i = tl.dot(fi, x, acc_i)
+    return acc_r, acc_i
+
+
+@triton.jit
+def _column_idft_real(
+    src_ptr, plane, s, R: tl.constexpr, S: tl.constexpr, f_ptr,
+    BS: tl.constexpr, BK: tl.constexpr, COMPILED: tl.constexpr,
+):  # fmt: skip
+    """Real part of conj(F_R)[:R/2] @ Z[:, s] for the complex R x S matrix Z in two planes: (R/2, BS) fp32."""
+    r = tl.arange(0, R // 2)
+    acc = tl.zeros((R // 2, BS), dtype=tl.float32)
+    for k0 in tl.static_range(0, R, BK):
+        k_r = k0 + tl.arange(0, BK)
+        pos = k_r[:, None] * S + s[None, :]
+        fr, fi = _load_dft(f_ptr, R, r, k_r, COMPILED)
+        zr = _operand(tl.load(src_ptr + pos), COMPILED)
+        zi = _operand(tl.load(src_ptr + plane + pos), COMPILED)
+        acc = tl.dot(fr, zr, acc)  # Re((fr - i fi)(zr + i zi)) = fr zr + fi zi
+        acc = tl.dot(fi, zi, acc)
+    return acc
+
+
+@triton.jit
+def _column_idft_complex(
+    src_ptr, plane, s, R: tl.constexpr, S: tl.constexpr, f_ptr,
+    BS: tl.constexpr, BK: tl.constexpr, COMPILED: tl.constexpr,
+):  # fmt: skip
+    """conj(F_R) @ Z[:, s] for the complex R x S matrix Z in two planes: fp32 (re, im), each (R, BS)."""
+    r = tl.arange(0, R)
+    acc_r = tl.zeros((R, BS), dtype=tl.float32)
+    acc_i = tl.zeros((R, BS), dtype=tl.float32)
+    for k0 in tl.static_range(0, R, BK):
+        k_r = k0 + tl.arange(0, BK)
+        pos = k_r[:, None] * S + s[None, :]
+        fr, fi = _load_dft(f_ptr, R, r, k_r, COMPILED)
+        zr = _operand(tl.load(src_ptr + pos), COMPILED)
+        zi = _operand(tl.load(src_ptr + plane + pos), COMPILED)
+        acc_r = tl.dot(fr, zr, acc_r)  # (fr - i fi)(zr + i zi) = (fr zr + fi zi) + i (fr zi - fi zr)
+        acc_r = tl.dot(fi, zi, acc_r)
+        acc_i = tl.dot(fr, zi, acc_i)
+        acc_i = tl.dot(-fi, zr, acc_i)
+    return acc_r, acc_i
+
+
+@triton.jit
+def _row_filter_pass(
+    buf_ptr, k_ptr, R: tl.constexpr, S: tl.constexpr, fs_ptr,
+    BR: tl.constexpr, COMPILED: tl.constexpr,
+):  # fmt: skip
+    """In place on the twiddled column spectrum B (R x S, two planes of R*S): row DFT, filter multiply, inverse row
+    DFT, inverse twiddle. k_ptr: the filter spectrum in the same order (fp32 planes, 1/N folded in)."""
+    P: tl.constexpr = R * S
+    cols = tl.arange(0, S)
+    fr, fi = _load_dft(fs_ptr, S, cols, cols, COMPILED)  # symmetric: F[s, k] = F[k, s]
+    for r0 in range(0, R, BR):
+        r = r0 + tl.arange(0, BR)
+        off = r[:, None] * S + cols[None, :]
+        br = _operand(tl.load(buf_ptr + off), COMPILED)
+        bi = _operand(tl.load(buf_ptr + P + off), COMPILED)
+        cr = tl.dot(br, fr)
+        cr = tl.dot(-bi, fi, cr)
+        ci = tl.dot(br, fi)
+        ci = tl.dot(bi, fr, ci)
+        yr, yi = _cmul(cr, ci, tl.load(k_ptr + off), tl.load(k_ptr + P + off))
+        yr = _operand(yr, COMPILED)
+        yi = _operand(yi, COMPILED)
+        zr = tl.dot(yr, fr)  # (yr + i yi)(fr - i fi) = (yr fr + yi fi) + i (yi fr - yr fi)
+        zr = tl.dot(yi, fi, zr)
+        zi = tl.dot(yi, fr)
+        zi = tl.dot(-yr, fi, zi)
+        tr, ti = _twiddle(r[:, None], cols[None, :], P, 1.0, COMPILED)
+        zr, zi = _cmul(zr, zi, tr, ti)
+        tl.store(buf_ptr + off, zr.to(buf_ptr.dtype.element_ty))
+        tl.store(buf_ptr + P + off, zi.to(buf_ptr.dtype.element_ty))
+
+
+@triton.jit
+def _store_planes(dst_ptr, plane, off, re, im):
+    tl.store(dst_ptr + off, re.to(dst_ptr.dtype.element_ty))
+    tl.store(dst_ptr + plane + off, im.to(dst_ptr.dtype.element_ty))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Triton kernels
+# --------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit(do_not_specialize=["L", "rows_total", "programs"])
+def _one_pass_kernel(
+    u_ptr, k_ptr, d_ptr, y_ptr, scratch_ptr, fr_ptr, fs_ptr,
+    L, rows_total, programs, B, s_ub, s_uc, s_ul, s_yb, s_yc,
+    R: tl.constexpr, S: tl.constexpr, HAS_D: tl.constexpr,
+    BS: tl.constexpr, BK: tl.constexpr, BR: tl.constexpr, COMPILED: tl.constexpr,
+):  # fmt: skip
+    """y[b, c, :L] = causal_conv(u[b, c, :L], k[c]) (+ D[c] u) for N = R * S <= 32768; persistent over rows.
+
+    Row index = c * B + b, so that programs running side by side share a channel's filter spectrum in L2.
+    """
+    P: tl.constexpr = R * S
+    pid = tl.program_id(0)
+    scratch = scratch_ptr + pid.to(tl.int64) * (2 * P)
+    for first in range(0, rows_total, programs):  # programs == the grid size
+        row = first + pid
+        if row < rows_total:
+            c = row // B
+            b = row - c * B
+            u_row = u_ptr + b.to(tl.int64) * s_ub + c.to(tl.int64) * s_uc
+            for s0 in tl.static_range(0, S, BS):  # phase 1: column DFTs of the zero-padded input, twiddled
+                s = s0 + tl.arange(0, BS)
+                br, bi = _column_dft(u_row, s_ul, s, L, R, S, fr_ptr, False, BS, BK, COMPILED)
+                tr, ti = _twiddle(tl.arange(0, R)[:, None], s[None, :], P, -1.0, COMPILED)
+                br, bi = _cmul(br, bi, tr, ti)
+                _store_planes(scratch, P, tl.arange(0, R)[:, None] * S + s[None, :], br, bi)
+            tl.debug_barrier()
+            _row_filter_pass(scratch, k_ptr + c.to(tl.int64) * (2 * P), R, S, fs_ptr, BR, COMPILED)
+            tl.debug_barrier()
+            y_row = y_ptr + b.to(tl.int64) * s_yb + c.to(tl.int64) * s_yc
+            for s0 in tl.static_range(0, S, BS):  # phase 3: inverse column DFTs, first half of the rows = y[:L]
+                s = s0 + tl.arange(0, BS)
+                y = _column_idft_real(scratch, P, s, R, S, fr_ptr, BS, BK, COMPILED)
+                pos = tl.arange(0, R // 2)[:, None] * S + s[None, :]
+                if HAS_D:
+                    u = tl.load(u_row + pos.to(tl.int64) * s_ul, mask=pos < L, other=0.0).to(tl.float32)
+                    y += tl.load(d_ptr + c).to(tl.float32) * u
+                tl.store(y_row + pos, y.to(y_ptr.dtype.element_ty), mask=pos < L)
+            tl.debug_barrier()  # the next row's phase 1 overwrites the scratch this phase reads
+
+
+@triton.jit(do_not_specialize=["L"])
+def _outer_forward_kernel(
+    u_ptr, buf_ptr, fq_ptr,
+    L, B, s_ub, s_uc, s_ul,
+    Q: tl.constexpr, P: tl.constexpr, BP: tl.constexpr, BK: tl.constexpr, COMPILED: tl.constexpr,
+):  # fmt: skip
+    """Pass 1 (N = Q * P): buf[row, k_q, :, p] = w_N^(p k_q) * sum_q F_Q[k_q, q] u[q * P + p], for a block of p.
+
+    buf is (rows, Q, 2, P): for every k_q a contiguous complex row (two planes) that pass 2 transforms in place.
+    """
+    row = tl.program_id(1)
+    c = row // B
+    b = row - c * B
+    p = tl.program_id(0) * BP + tl.arange(0, BP)
+    u_row = u_ptr + b.to(tl.int64) * s_ub + c.to(tl.int64) * s_uc
+    zr, zi = _column_dft(u_row, s_ul, p, L, Q, P, fq_ptr, False, BP, BK, COMPILED)
+    k_q = tl.arange(0, Q)[:, None]
+    tr, ti = _twiddle(k_q, p[None, :], Q * P, -1.0, COMPILED)
+    zr, zi = _cmul(zr, zi, tr, ti)
+    _store_planes(buf_ptr + row.to(tl.int64) * (2 * Q * P), P, k_q * (2 * P) + p[None, :], zr, zi)
+
+
+@triton.jit
+def _inner_kernel(
+    buf_ptr, k_ptr, fr_ptr, fs_ptr, B,
+    Q: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
+    BS: tl.constexpr, BK: tl.constexpr, BR: tl.constexpr, COMPILED: tl.constexpr,
+):  # fmt: skip
+    """Pass 2 (N = Q * P, P = R * S): for one (row, k_q), the length-P DFT of buf's complex row, the filter
+    multiply and the inverse DFT, in place. Program id = b + B * (k_q + Q * c): batch-mates side by side."""
+    P: tl.constexpr = R * S
+    pid = tl.program_id(0)
+    b = pid % B
+    k_q = (pid // B) % Q
+    c = pid // (B * Q)
+    row = c * B + b
+    base = buf_ptr + (row.to(tl.int64) * Q + k_q) * (2 * P)
+    for s0 in tl.static_range(0, S, BS):
+        s = s0 + tl.arange(0, BS)
+        br, bi = _column_dft(base, P, s, 0, R, S, fr_ptr, True, BS, BK, COMPILED)
+        tr, ti = _twiddle(tl.arange(0, R)[:, None], s[None, :], P, -1.0, COMPILED)
+        br, bi = _cmul(br, bi, tr, ti)
+        _store_planes(base, P, tl.arange(0, R)[:, None] * S + s[None, :], br, bi)
+    tl.debug_barrier()
+    _row_filter_pass(base, k_ptr + (c.to(tl.int64) * Q + k_q) * (2 * P), R, S, fs_ptr, BR, COMPILED)
+    tl.debug_barrier()
+    for s0 in tl.static_range(0, S, BS):
+        s = s0 + tl.arange(0, BS)
+        zr, zi = _column_idft_complex(base, P, s, R, S, fr_ptr, BS, BK, COMPILED)
+        _store_planes(base, P, tl.arange(0, R)[:, None] * S + s[None, :], zr, zi)
+
+
+@triton.jit(do_not_specialize=["L"])
+def _outer_inverse_kernel(
+    buf_ptr, u_ptr, d_ptr, y_ptr, fq_ptr,
+    L, B, s_ub, s_uc, s_ul, s_yb, s_yc,
+    Q: tl.constexpr, P: tl.constexpr, HAS_D: tl.constexpr,
+    BP: tl.constexpr, BK: tl.constexpr, COMPILED: tl.constexpr,
+):  # fmt: skip
+    """Pass 3: y[q * P + p] = Re(sum_k conj(F_Q)[q, k] conj(w_N^(p k)) buf[row, k, :, p]) for q < Q/2 (+ D u)."""
+    row = tl.program_id(1)
+    c = row // B
+    b = row - c * B
+    p = tl.program_id(0) * BP + tl.arange(0, BP)
+    base = buf_ptr + row.to(tl.int64) * (2 * Q * P)
+    q = tl.arange(0, Q // 2)
+    acc = tl.zeros((Q // 2, BP), dtype=tl.float32)
+    for k0 in tl.static_range(0, Q, BK):
+        k_q = k0 + tl.arange(0, BK)
+        off = k_q[:, None] * (2 * P) + p[None, :]
+        tr, ti = _twiddle(k_q[:, None], p[None, :], Q * P, 1.0, COMPILED)
+        zr, zi = _cmul(tl.load(base + off).to(tl.float32), tl.load(base + P + off).to(tl.float32), tr, ti)
+        fr, fi = _load_dft(fq_ptr, Q, q, k_q, COMPILED)
+        acc = tl.dot(fr, _operand(zr, COMPILED), acc)
+        acc = tl.dot(fi, _operand(zi, COMPILED), acc)
+    pos = q[:, None] * P + p[None, :]
+    if HAS_D:
+        u_row = u_ptr + b.to(tl.int64) * s_ub + c.to(tl.int64) * s_uc
+        u = tl.load(u_row + pos.to(tl.int64) * s_ul, mask=pos < L, other=0.0).to(tl.float32)
+        acc += tl.load(d_ptr + c).to(tl.float32) * u
+    y_row = y_ptr + b.to(tl.int64) * s_yb + c.to(tl.int64) * s_yc
+    tl.store(y_row + pos, acc.to(y_ptr.dtype.element_ty), mask=pos < L)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Host side
+# --------------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def _dft_matrix(size: int, device: torch.device) -> torch.Tensor:
+    """(2, size, size) bf16 planes of F[j, k] = exp(-2 pi i j k / size), computed in fp64 then rounded once."""
+    jk = torch.outer(torch.arange(size, dtype=torch.int64), torch.arange(size, dtype=torch.int64)) % size
+    angle = jk.to(torch.float64) * (-_TWO_PI / size)
+    return torch.stack([angle.cos(), angle.sin()]).to(device=device, dtype=torch.bfloat16).contiguous()
+
+
+def filter_spectrum(k: torch.Tensor, p: MonarchPlan) -> torch.Tensor:
+    """The filter's spectrum in the kernels' order: (C, Q, 2, R, S) fp32 with 1/N folded in.
+
+    Entry [c, k_q, :, k_r, k_s] is FFT(k[c], n)[k_q + Q (k_r + R k_s)] / n, split into real and imaginary planes.
+    """
+    channels = k.shape[0]
+    spec = torch.fft.fft(k.float(), n=p.n) / p.n  # (C, n) complex64
+    spec = spec.reshape(channels, p.cols, p.rows, p.outer).permute(0, 3, 2, 1)  # (C, Q, R, S)
+    return torch.stack([spec.real, spec.imag], dim=2).contiguous()
+
+
+LAST_KERNELS: list = []  # the compiled kernels of the last call (register and spill counts)
+TUNING: dict = {}  # development overrides of plan() and _config() (keys: max_one_pass, inner, BS, BK, BR, ...)
+
+
+def _config(p: MonarchPlan) -> dict:
+    """Tile sizes: column blocks of 32, K-chunks of 32 (16 for the shortest), row blocks of 16; 8 warps for the
+    128-row DFTs (fewer registers per thread). Chosen by the register/spill counts and timings of one sweep."""
+    return {
+        "BS": min(TUNING.get("BS", 32), p.cols),
+        "BK": min(TUNING.get("BK", 32), p.rows // 2),
+        "BR": min(TUNING.get("BR", 16), p.rows),
+        "num_warps": TUNING.get("num_warps", 8 if p.rows >= 128 else 4),
+    }
+
+
+def _scratch_programs(device: torch.device, rows_total: int) -> int:
+    """Persistent grid of the one-pass kernel: a few programs per SM, never more than there are rows."""
+    if device.type != "cuda":
+        return min(rows_total, 4)
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return min(rows_total, TUNING.get("per_sm", 4) * sms)
+
+
+def monarch_conv(
+    u: torch.Tensor, k_spec: torch.Tensor, p: MonarchPlan, D: torch.Tensor | None, out_dtype: torch.dtype
+) -> torch.Tensor:
+    """y = causal_conv(u, k) (+ D u) for u (B, C, L) with any strides; k_spec from ``filter_spectrum``.
+
+    Returns (B, C, L) contiguous ``out_dtype``.
+    """
+    batch, channels, seq_len = u.shape
+    if p.n < 2 * seq_len or k_spec.shape != (channels, p.outer, 2, p.rows, p.cols):
+        raise ValueError(f"plan {p} and filter spectrum {tuple(k_spec.shape)} do not fit u {tuple(u.shape)}")
+    y = _empty((batch, channels, seq_len), out_dtype, u.device)
+    rows_total = batch * channels
+    cfg = _config(p)
+    f_rows, f_cols = _dft_matrix(p.rows, u.device), _dft_matrix(p.cols, u.device)
+    d = D if D is not None else u.new_zeros(1)
+    common = {"COMPILED": _COMPILED, **cfg}
+    if p.outer == 1:
+        grid = _scratch_programs(u.device, rows_total)
+        scratch = _empty((grid, 2, p.inner), torch.bfloat16, u.device)
+        LAST_KERNELS[:] = [_one_pass_kernel[(grid,)](
+            u, k_spec, d, y, scratch, f_rows, f_cols,
+            seq_len, rows_total, grid, batch, *u.stride(), *y.stride()[:2],
+            R=p.rows, S=p.cols, HAS_D=D is not None, **common,
+        )]  # fmt: skip
+        return y
+    f_outer = _dft_matrix(p.outer, u.device)
+    buf = _empty((rows_total, p.outer, 2, p.inner), torch.bfloat16, u.device)
+    block_p = min(128, 4096 // p.outer)  # keeps the (Q, BP) complex accumulator at 32 KB
+    outer_grid = (p.inner // block_p, rows_total)
+    bk_outer = min(32, p.outer // 2)
+    outer_warps = 8 if p.outer >= 128 else 4
+    k1 = _outer_forward_kernel[outer_grid](
+        u, buf, f_outer, seq_len, batch, *u.stride(),
+        Q=p.outer, P=p.inner, BP=block_p, BK=bk_outer, COMPILED=_COMPILED, num_warps=outer_warps,
+    )  # fmt: skip
+    k2 = _inner_kernel[(rows_total * p.outer,)](
+        buf, k_spec, f_rows, f_cols, batch, Q=p.outer, R=p.rows, S=p.cols, **common,
+    )  # fmt: skip
+    k3 = _outer_inverse_kernel[outer_grid](
+        buf, u, d, y, f_outer, seq_len, batch, *u.stride(), *y.stride()[:2],
+        Q=p.outer, P=p.inner, HAS_D=D is not None, BP=block_p, BK=bk_outer, COMPILED=_COMPILED,
+        num_warps=outer_warps,
+    )  # fmt: skip
+    LAST_KERNELS[:] = [k1, k2, k3]
+    return y
