@@ -40,8 +40,10 @@ __all__ = ["MODES", "MODE_ENV_VAR", "fftconv", "hyena_mix", "use_fast_mode"]
 
 MODES = ("auto", "precise", "fast")
 MODE_ENV_VAR = "GENOMELM_CONV_MODE"
-# auto picks fast mode for bf16/fp16 activations up to this length: there fast was 1.0-1.6x faster than precise
-# on an H200 (benchmarks/fftconv_bench.py); beyond, precise (cuFFT) is faster.
+# auto picks fast mode for bf16/fp16 inference up to this length: there the fast Hyena operator was 1.0-1.4x
+# faster than precise on an H200 (benchmarks/fftconv_bench.py); beyond, precise (cuFFT) is faster. Training stays
+# precise: fast mode's backward is precise mode's, which recomputes the forward with cuFFT, so a fast forward
+# only adds work (pretrain tokens/s fell 4-13% with it).
 FAST_AUTO_MAX_LEN = 131072
 
 
@@ -53,16 +55,20 @@ def conv_mode() -> str:
     return name
 
 
-def use_fast_mode(dtype: torch.dtype, seq_len: int) -> bool:
+def use_fast_mode(dtype: torch.dtype, seq_len: int, needs_grad: bool = False) -> bool:
     """Fast (bf16 Monarch) or precise (fp32 cuFFT) for activations of ``dtype`` and length ``seq_len``.
 
-    auto: fast for bf16/fp16 activations (--precision bf16) up to FAST_AUTO_MAX_LEN, precise otherwise;
-    GENOMELM_CONV_MODE=precise|fast forces one mode for every call.
+    auto: fast for bf16/fp16 activations (--precision bf16) up to FAST_AUTO_MAX_LEN when no gradient is needed,
+    precise otherwise; GENOMELM_CONV_MODE=precise|fast forces one mode for every call.
     """
     mode = conv_mode()
     if mode != "auto":
         return mode == "fast"
-    return dtype in (torch.bfloat16, torch.float16) and seq_len <= FAST_AUTO_MAX_LEN
+    return dtype in (torch.bfloat16, torch.float16) and seq_len <= FAST_AUTO_MAX_LEN and not needs_grad
+
+
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 # Tile sizes. (L, C) tiles of the channel-last (B, L, 3C) layout: C is the contiguous axis of the reads,
@@ -601,7 +607,8 @@ def fftconv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"D must be (C,) = ({u.shape[1]},), got {tuple(D.shape)}")
     if u.numel() == 0:
         return fftconv_ref(u, k, D)
-    return _FFTConv.apply(u, k, D, _uses_spectrum_cache(k), use_fast_mode(u.dtype, u.shape[-1]))
+    fast = use_fast_mode(u.dtype, u.shape[-1], _needs_grad(u, k, D))
+    return _FFTConv.apply(u, k, D, _uses_spectrum_cache(k), fast)
 
 
 def hyena_mix(
@@ -622,5 +629,5 @@ def hyena_mix(
         short_bias = torch.zeros(short_weight.shape[0], dtype=short_weight.dtype, device=short_weight.device)
     if projected.numel() == 0:
         return hyena_mix_ref(projected, short_weight, short_bias, k, D)
-    fast = use_fast_mode(projected.dtype, projected.shape[1])
+    fast = use_fast_mode(projected.dtype, projected.shape[1], _needs_grad(projected, short_weight, short_bias, k, D))
     return _HyenaMix.apply(projected, short_weight, short_bias, k, D, _uses_spectrum_cache(k), fast)
