@@ -3,7 +3,7 @@
 Same functions, signatures and semantics as ``fftconv_ref`` (the specification); layout of this file, bottom up:
 Triton kernels -> launchers -> autograd Functions -> public functions ``fftconv`` and ``hyena_mix``.
 
-Precise mode (the only mode so far): the FFT runs in fp32 through torch.fft (cuFFT) with a power-of-two size
+Precise mode (fp32 activations, training, and bf16 outside fast mode's range): the FFT runs in fp32 through torch.fft (cuFFT) with a power-of-two size
 n >= 2L (``fft_size``), the filter spectrum is computed once per call for the whole batch (and, when no gradient
 of the filter is needed, cached across calls for the same filter tensor: see ``_cached_filter_spectrum``), and
 everything around the FFT is fused so that the activations are read and written once per pass, in their own layouts:
@@ -15,7 +15,10 @@ everything around the FFT is fused so that the activations are read and written 
               kernels around two more FFTs give the gradients of every input.
 
 All arithmetic in the kernels is fp32 whatever the activation dtype (bf16 activations are cast on load and the
-result rounded once on store), so this backend is at least as precise as the reference.
+result rounded once on store), so precise mode is at least as precise as the reference.
+
+Fast mode (``use_fast_mode``; bf16 inference by default): the long convolution between the same pre and post
+kernels is fftconv_monarch's bf16 Monarch FFT on tensor cores (relative RMS error ~4e-3); backward as precise.
 
 Importing this module needs triton; without it an ImportError is raised and the dispatcher falls back.
 """
@@ -40,10 +43,12 @@ __all__ = ["MODES", "MODE_ENV_VAR", "fftconv", "hyena_mix", "use_fast_mode"]
 
 MODES = ("auto", "precise", "fast")
 MODE_ENV_VAR = "GENOMELM_CONV_MODE"
-# auto picks fast mode for bf16/fp16 inference up to this length: there the fast Hyena operator was 1.0-1.4x
-# faster than precise on an H200 (benchmarks/fftconv_bench.py); beyond, precise (cuFFT) is faster. Training stays
-# precise: fast mode's backward is precise mode's, which recomputes the forward with cuFFT, so a fast forward
-# only adds work (pretrain tokens/s fell 4-13% with it).
+# auto picks fast mode for bf16/fp16 inference from FAST_AUTO_MIN_LEN to FAST_AUTO_MAX_LEN tokens: there the fast
+# Hyena operator beat precise mode on an H200 at B*H = 2048 (1.2-1.4x, benchmarks/fftconv_bench.py) and end-to-end
+# embedding gained 8-20%. Shorter inputs were not faster (the one-kernel path and the per-call costs around it
+# are not tuned yet), longer ones slower (the outer DFTs grow to 256 points). Training stays precise: fast mode's
+# backward is precise mode's, which recomputes the forward with cuFFT, so a fast forward only adds work.
+FAST_AUTO_MIN_LEN = 16384
 FAST_AUTO_MAX_LEN = 131072
 
 
@@ -58,13 +63,14 @@ def conv_mode() -> str:
 def use_fast_mode(dtype: torch.dtype, seq_len: int, needs_grad: bool = False) -> bool:
     """Fast (bf16 Monarch) or precise (fp32 cuFFT) for activations of ``dtype`` and length ``seq_len``.
 
-    auto: fast for bf16/fp16 activations (--precision bf16) up to FAST_AUTO_MAX_LEN when no gradient is needed,
-    precise otherwise; GENOMELM_CONV_MODE=precise|fast forces one mode for every call.
+    auto: fast for bf16/fp16 activations (--precision bf16) of FAST_AUTO_MIN_LEN to FAST_AUTO_MAX_LEN tokens when no
+    gradient is needed, precise otherwise; GENOMELM_CONV_MODE=precise|fast forces one mode for every call.
     """
     mode = conv_mode()
     if mode != "auto":
         return mode == "fast"
-    return dtype in (torch.bfloat16, torch.float16) and seq_len <= FAST_AUTO_MAX_LEN and not needs_grad
+    low_precision = dtype in (torch.bfloat16, torch.float16)
+    return low_precision and FAST_AUTO_MIN_LEN <= seq_len <= FAST_AUTO_MAX_LEN and not needs_grad
 
 
 def _needs_grad(*tensors: torch.Tensor) -> bool:

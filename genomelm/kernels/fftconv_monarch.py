@@ -13,24 +13,28 @@ backwards with conjugated matrices; no step ever needs the natural frequency ord
 
 Two shapes of the computation, both fusing the zero padding, the crop to L and the skip term D u:
 
-* N <= 32768 (L <= 16K): ONE kernel. A program owns one (batch, channel) row at a time (persistent: it loops over
+* N <= 8192 (L <= 4K): ONE kernel. A program owns one (batch, channel) row at a time (persistent: it loops over
   rows) and keeps the row's R x S spectrum in a private scratch tile of global memory between the phases. The
   scratch of all programs together is a few MB, so it lives in L2 and the row costs one read of u and one write
-  of y in HBM.
-* N > 32768: N = Q * P with P <= 32768. Pass 1 does the length-Q DFTs down the columns of the Q x P matrix
-  (reading u), pass 2 is the one-kernel algorithm above on each of the Q rows of length P (complex in, complex
-  out, in place, filter multiply in the middle), pass 3 undoes pass 1 (writing y). The bf16 complex Q x P
-  intermediate travels through HBM twice.
+  of y in HBM. (The issue asked for one kernel up to L = 16K: DFT tiles of 256 x 128 spill registers in Triton
+  and ran 1.7x slower than the three-pass split, see benchmarks/monarch_tuning.py.)
+* N > 8192: N = Q * P with P = 4096 (Q = 32 to 256). Pass 1 does the length-Q DFTs down the columns of the
+  Q x P matrix (reading u), pass 2 is the one-kernel algorithm above on each of the Q rows of length P (complex
+  in, complex out, in place, filter multiply in the middle), pass 3 undoes pass 1 (writing y). The bf16 complex
+  Q x P intermediate travels through HBM twice.
 
 Real input and causality are used: only the first half of each padded row is non-zero (N >= 2L), so the first
 DFT reads half the rows of F, and only the first half of the output is kept, so the last DFT computes half.
 
 Precision: each DFT rounds its operands (data and DFT matrix) to bf16 and accumulates in fp32; twiddles and the
-filter multiply are fp32. The relative RMS error against an fp64 convolution is about 3e-3 (tested on filters of
-the shipped trained model). Use precise mode (fp32 cuFFT) when that is not enough.
+filter multiply are fp32. The relative RMS error against an fp64 convolution is 3e-3 to 4e-3 (measured on an H200
+up to L = 1M, on the shipped trained model's filters too). Use precise mode (fp32 cuFFT) when that is not enough.
 
-The Triton interpreter (TRITON_INTERPRET=1, used by the CPU tests of this file's index arithmetic) cannot multiply
-bf16 tiles; there the operands are rounded to bf16 and multiplied as fp32, which gives the same products.
+Only the forward pass is here; the backward pass of fast mode is precise mode's (fftconv_cuda).
+
+Under the Triton interpreter (TRITON_INTERPRET=1, for checking the index arithmetic on a CPU) bf16 tiles cannot
+be multiplied: the operands are rounded to bf16 and multiplied as fp32 instead. The interpreter truncates when it
+rounds to bf16, so its errors are about 2.5x those of a GPU.
 """
 
 from __future__ import annotations

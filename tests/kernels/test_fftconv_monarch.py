@@ -130,7 +130,8 @@ def test_mode_selection(monkeypatch):
     assert fc.use_fast_mode(torch.bfloat16, 32768)
     assert not fc.use_fast_mode(torch.float32, 32768)  # fp32 activations stay precise
     assert not fc.use_fast_mode(torch.bfloat16, fc.FAST_AUTO_MAX_LEN + 1)  # precise is faster there
-    assert not fc.use_fast_mode(torch.bfloat16, 1024, needs_grad=True)  # training: precise
+    assert not fc.use_fast_mode(torch.bfloat16, fc.FAST_AUTO_MIN_LEN - 1)  # not faster there (yet)
+    assert not fc.use_fast_mode(torch.bfloat16, 32768, needs_grad=True)  # training: precise
     monkeypatch.setenv(fc.MODE_ENV_VAR, "precise")
     assert not fc.use_fast_mode(torch.bfloat16, 1024)
     monkeypatch.setenv(fc.MODE_ENV_VAR, "Fast")
