@@ -3,10 +3,11 @@
 Same functions, signatures and semantics as ``fftconv_ref`` (the specification); layout of this file, bottom up:
 Triton kernels -> launchers -> autograd Functions -> public functions ``fftconv`` and ``hyena_mix``.
 
-Precise mode (fp32 activations, training, and bf16 outside fast mode's range): the FFT runs in fp32 through torch.fft (cuFFT) with a power-of-two size
-n >= 2L (``fft_size``), the filter spectrum is computed once per call for the whole batch (and, when no gradient
-of the filter is needed, cached across calls for the same filter tensor: see ``_cached_filter_spectrum``), and
-everything around the FFT is fused so that the activations are read and written once per pass, in their own layouts:
+Precise mode (fp32 activations, training, and bf16 outside fast mode's range): the FFT runs in fp32 through
+torch.fft (cuFFT) with a power-of-two size n >= 2L (``fft_size``), the filter spectrum is computed once per call for
+the whole batch (and, when no gradient of the filter is needed, cached across calls for the same filter tensor: see
+``_cached_filter_spectrum``), and everything around the FFT is fused so that the activations are read and written
+once per pass, in their own layouts:
 
     forward   pre kernel  : (B, L, 3C) --short conv, x1 * v--> u, zero-padded (B, C, n) fp32
               cuFFT       : u -> U; U *= K; y = irfft(U)
