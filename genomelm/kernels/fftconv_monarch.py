@@ -59,6 +59,7 @@ __all__ = ["MonarchPlan", "plan", "filter_spectrum", "monarch_conv"]
 
 MAX_ONE_PASS = 8192  # largest FFT size done by one kernel (L <= 4K): larger DFT tiles spill registers
 INNER = 4096  # row length of pass 2 when there are outer passes
+REGISTER_FFT = 4096  # up to this length a row's transforms run on register tiles (64 x 64), no scratch memory
 MAX_OUTER = 256  # longest outer DFT (n up to 2**21: L = 1M)
 MIN_FFT = 512  # smallest FFT size: R >= 32 so that the half-height products are at least 16 deep (tl.dot minimum)
 _TWO_PI = 2.0 * math.pi
@@ -251,6 +252,67 @@ def _row_filter_pass(
 
 
 @triton.jit
+def _filter_in_registers(
+    xr, xi, k_ptr, fr_ptr, fs_ptr, R: tl.constexpr, S: tl.constexpr,
+    REAL_IO: tl.constexpr, COMPILED: tl.constexpr,
+):  # fmt: skip
+    """The whole length-P (P = R * S) FFT, filter multiply and inverse FFT on register tiles, no memory round trip.
+
+    Complex input: xr, xi (R, S) = X[r, s] = x[s + S r]; returns (R, S) (re, im). Real input (REAL_IO): xr is the
+    non-zero first half (R/2, S), xi is ignored; returns the real first half (R/2, S) of the result, twice.
+    Tensor cores multiply on either side of a register tile, so the column DFT (F_R @ X) and the row DFT (B @ F_S)
+    need no transpose.
+    """
+    P: tl.constexpr = R * S
+    r = tl.arange(0, R)
+    cols = tl.arange(0, S)
+    half = tl.arange(0, R // 2)
+    gr, gi = _load_dft(fs_ptr, S, cols, cols, COMPILED)
+    if REAL_IO:
+        fr, fi = _load_dft(fr_ptr, R, r, half, COMPILED)  # F_R[:, :R/2]: the padding rows are zero
+        x = _operand(xr, COMPILED)
+        br = tl.dot(fr, x)
+        bi = tl.dot(fi, x)
+    else:
+        fr, fi = _load_dft(fr_ptr, R, r, r, COMPILED)
+        x_r = _operand(xr, COMPILED)
+        x_i = _operand(xi, COMPILED)
+        br = tl.dot(fr, x_r)
+        br = tl.dot(-fi, x_i, br)
+        bi = tl.dot(fr, x_i)
+        bi = tl.dot(fi, x_r, bi)
+    tr, ti = _twiddle(r[:, None], cols[None, :], P, -1.0, COMPILED)
+    br, bi = _cmul(br, bi, tr, ti)
+    b_r = _operand(br, COMPILED)
+    b_i = _operand(bi, COMPILED)
+    cr = tl.dot(b_r, gr)
+    cr = tl.dot(-b_i, gi, cr)
+    ci = tl.dot(b_r, gi)
+    ci = tl.dot(b_i, gr, ci)
+    off = r[:, None] * S + cols[None, :]
+    yr, yi = _cmul(cr, ci, tl.load(k_ptr + off), tl.load(k_ptr + P + off))
+    y_r = _operand(yr, COMPILED)
+    y_i = _operand(yi, COMPILED)
+    zr = tl.dot(y_r, gr)  # Y @ conj(F_S)
+    zr = tl.dot(y_i, gi, zr)
+    zi = tl.dot(y_i, gr)
+    zi = tl.dot(-y_r, gi, zi)
+    zr, zi = _cmul(zr, zi, tr, -ti)
+    z_r = _operand(zr, COMPILED)
+    z_i = _operand(zi, COMPILED)
+    if REAL_IO:
+        hr, hi = _load_dft(fr_ptr, R, half, r, COMPILED)  # conj(F_R)[:R/2]: only the first half is kept
+        out = tl.dot(hr, z_r)
+        out = tl.dot(hi, z_i, out)
+        return out, out
+    out_r = tl.dot(fr, z_r)  # conj(F_R) @ Z
+    out_r = tl.dot(fi, z_i, out_r)
+    out_i = tl.dot(fr, z_i)
+    out_i = tl.dot(-fi, z_r, out_i)
+    return out_r, out_i
+
+
+@triton.jit
 def _store_planes(dst_ptr, plane, off, re, im):
     tl.store(dst_ptr + off, re.to(dst_ptr.dtype.element_ty))
     tl.store(dst_ptr + plane + off, im.to(dst_ptr.dtype.element_ty))
@@ -355,6 +417,49 @@ def _inner_kernel(
 
 
 @triton.jit(do_not_specialize=["L"])
+def _one_pass_registers_kernel(
+    u_ptr, k_ptr, d_ptr, y_ptr, fr_ptr, fs_ptr,
+    L, B, s_ub, s_uc, s_ul, s_yb, s_yc,
+    R: tl.constexpr, S: tl.constexpr, HAS_D: tl.constexpr, COMPILED: tl.constexpr,
+):  # fmt: skip
+    """_one_pass_kernel for N = R * S <= REGISTER_FFT: one program per row, everything in registers.
+    Program id = c * B + b (batch-mates side by side share the filter spectrum in L2)."""
+    P: tl.constexpr = R * S
+    row = tl.program_id(0)
+    c = row // B
+    b = row - c * B
+    pos = tl.arange(0, R // 2)[:, None] * S + tl.arange(0, S)[None, :]
+    u_row = u_ptr + b.to(tl.int64) * s_ub + c.to(tl.int64) * s_uc
+    u = tl.load(u_row + pos.to(tl.int64) * s_ul, mask=pos < L, other=0.0)
+    y, _ = _filter_in_registers(u, u, k_ptr + c.to(tl.int64) * (2 * P), fr_ptr, fs_ptr, R, S, True, COMPILED)
+    if HAS_D:
+        y += tl.load(d_ptr + c).to(tl.float32) * u.to(tl.float32)
+    y_row = y_ptr + b.to(tl.int64) * s_yb + c.to(tl.int64) * s_yc
+    tl.store(y_row + pos, y.to(y_ptr.dtype.element_ty), mask=pos < L)
+
+
+@triton.jit
+def _inner_registers_kernel(
+    buf_ptr, k_ptr, fr_ptr, fs_ptr, B,
+    Q: tl.constexpr, R: tl.constexpr, S: tl.constexpr, COMPILED: tl.constexpr,
+):  # fmt: skip
+    """_inner_kernel for P = R * S <= REGISTER_FFT: one load, everything in registers, one store."""
+    P: tl.constexpr = R * S
+    pid = tl.program_id(0)
+    b = pid % B
+    k_q = (pid // B) % Q
+    c = pid // (B * Q)
+    row = c * B + b
+    base = buf_ptr + (row.to(tl.int64) * Q + k_q) * (2 * P)
+    off = tl.arange(0, R)[:, None] * S + tl.arange(0, S)[None, :]
+    xr = tl.load(base + off).to(tl.float32)
+    xi = tl.load(base + P + off).to(tl.float32)
+    k_row = k_ptr + (c.to(tl.int64) * Q + k_q) * (2 * P)
+    zr, zi = _filter_in_registers(xr, xi, k_row, fr_ptr, fs_ptr, R, S, False, COMPILED)
+    _store_planes(base, P, off, zr, zi)
+
+
+@triton.jit(do_not_specialize=["L"])
 def _outer_inverse_kernel(
     buf_ptr, u_ptr, d_ptr, y_ptr, fq_ptr,
     L, B, s_ub, s_uc, s_ul, s_yb, s_yc,
@@ -425,6 +530,11 @@ def _config(p: MonarchPlan) -> dict:
     }
 
 
+def _register_warps(p: MonarchPlan) -> int:
+    """Warps of the register kernels: 8 for 64 x 64 tiles (fewer registers per thread), else 4."""
+    return TUNING.get("register_warps", 8 if p.inner >= 4096 else 4)
+
+
 def _scratch_programs(device: torch.device, rows_total: int) -> int:
     """Persistent grid of the one-pass kernel: a few programs per SM, never more than there are rows."""
     if device.type != "cuda":
@@ -449,6 +559,12 @@ def monarch_conv(
     f_rows, f_cols = _dft_matrix(p.rows, u.device), _dft_matrix(p.cols, u.device)
     d = D if D is not None else u.new_zeros(1)
     common = {"COMPILED": _COMPILED, **cfg}
+    if p.outer == 1 and p.inner <= TUNING.get("register_fft", REGISTER_FFT):
+        LAST_KERNELS[:] = [_one_pass_registers_kernel[(rows_total,)](
+            u, k_spec, d, y, f_rows, f_cols, seq_len, batch, *u.stride(), *y.stride()[:2],
+            R=p.rows, S=p.cols, HAS_D=D is not None, COMPILED=_COMPILED, num_warps=_register_warps(p),
+        )]  # fmt: skip
+        return y
     if p.outer == 1:
         grid = _scratch_programs(u.device, rows_total)
         scratch = _empty((grid, 2, p.inner), torch.bfloat16, u.device)
@@ -468,9 +584,15 @@ def monarch_conv(
         u, buf, f_outer, seq_len, batch, *u.stride(),
         Q=p.outer, P=p.inner, BP=block_p, BK=bk_outer, COMPILED=_COMPILED, num_warps=outer_warps,
     )  # fmt: skip
-    k2 = _inner_kernel[(rows_total * p.outer,)](
-        buf, k_spec, f_rows, f_cols, batch, Q=p.outer, R=p.rows, S=p.cols, **common,
-    )  # fmt: skip
+    if p.inner <= TUNING.get("register_fft", REGISTER_FFT):
+        k2 = _inner_registers_kernel[(rows_total * p.outer,)](
+            buf, k_spec, f_rows, f_cols, batch, Q=p.outer, R=p.rows, S=p.cols, COMPILED=_COMPILED,
+            num_warps=_register_warps(p),
+        )  # fmt: skip
+    else:
+        k2 = _inner_kernel[(rows_total * p.outer,)](
+            buf, k_spec, f_rows, f_cols, batch, Q=p.outer, R=p.rows, S=p.cols, **common,
+        )  # fmt: skip
     k3 = _outer_inverse_kernel[outer_grid](
         buf, u, d, y, f_outer, seq_len, batch, *u.stride(), *y.stride()[:2],
         Q=p.outer, P=p.inner, HAS_D=D is not None, BP=block_p, BK=bk_outer, COMPILED=_COMPILED,
