@@ -22,12 +22,12 @@ DEVICE = "cuda"
 H = 256
 CASES = [  # (L, B*H, configurations to compare; {} = the defaults; register_fft 0 = the scratch-memory kernels)
     (1024, 2048, [{}, {"register_fft": 0}]),
-    (2048, 2048, [{}, {"register_fft": 0}, {"register_warps": 4}]),
-    (4096, 2048, [{}, {"num_warps": 4}]),
-    (16384, 2048, [{}, {"register_fft": 0}, {"max_one_pass": 32768}]),
-    (65536, 2048, [{}, {"register_fft": 0}, {"register_warps": 4}]),
-    (131072, 1024, [{}, {"register_fft": 0}, {"inner": 2048}]),
-    (1048576, 256, [{}, {"register_fft": 8192}]),
+    (2048, 2048, [{}, {"register_warps": 8}]),
+    (4096, 2048, [{}, {"register_fft": 8192}, {"register_fft": 8192, "register_warps": 4}]),
+    (16384, 2048, [{}, {"register_fft": 0}]),
+    (65536, 2048, [{}, {"inner": 2048}]),
+    (131072, 1024, [{}, {"inner": 2048}, {"register_fft": 0}]),
+    (1048576, 256, [{}, {"register_fft": 8192}, {"register_fft": 8192, "register_warps": 4}]),
 ]
 
 
