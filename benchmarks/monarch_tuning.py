@@ -3,7 +3,7 @@
 For whoever tunes the Monarch kernels next: each row times one configuration of ``fftconv_monarch.TUNING``
 (plan split and tile sizes) against precise mode and the reference on bf16 u, checks its relative RMS error
 against float64 on a few channels, and prints the compiled kernels' register and spill counts (spills were the
-first bottleneck: DFT tiles of 128 x 128 and more spill on an H200).
+first bottleneck: register tiles larger than 128 x 64 spill on an H200).
 
     python benchmarks/monarch_tuning.py       # a GPU with Triton; about 30 s plus compilation
 """
@@ -20,14 +20,13 @@ from genomelm.kernels.fftconv_ref import fftconv_ref
 
 DEVICE = "cuda"
 H = 256
-CASES = [  # (L, B*H, configurations to compare; {} = the defaults; register_fft 0 = the scratch-memory kernels)
-    (1024, 2048, [{}, {"register_fft": 0}]),
+CASES = [  # (L, B*H, configurations of fftconv_monarch.TUNING to compare; {} = the defaults)
     (2048, 2048, [{}, {"register_warps": 8}]),
-    (4096, 2048, [{}, {"register_fft": 8192}, {"register_fft": 8192, "register_warps": 4}]),
-    (16384, 2048, [{}, {"register_fft": 0}]),
-    (65536, 2048, [{}, {"inner": 2048}]),
-    (131072, 1024, [{}, {"inner": 2048}, {"register_fft": 0}]),
-    (1048576, 256, [{}, {"register_fft": 8192}, {"register_fft": 8192, "register_warps": 4}]),
+    (4096, 2048, [{}, {"register_warps": 4}]),
+    (16384, 2048, [{}, {"max_one_pass": 32768}]),
+    (65536, 2048, [{}, {"inner": 2048}, {"register_warps": 8}]),
+    (131072, 1024, [{}, {"inner": 2048}]),
+    (1048576, 256, [{}]),
 ]
 
 

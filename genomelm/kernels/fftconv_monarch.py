@@ -11,17 +11,19 @@ Every DFT is a dense product with a small DFT matrix, which tensor cores do in b
 convolution multiplies C by the filter spectrum stored in the same (permuted) order and runs the three steps
 backwards with conjugated matrices; no step ever needs the natural frequency order.
 
-Two shapes of the computation, both fusing the zero padding, the crop to L and the skip term D u:
+Tensor cores multiply a register tile on either side, so a row of up to 8192 points (R x S up to 128 x 64) goes
+through the column DFT (F_R @ X), the twiddles, the row DFT (B @ F_S), the filter and the inverse steps without
+leaving registers (``_filter_in_registers``). Two shapes of the computation, both fusing the zero padding, the
+crop to L and the skip term D u:
 
-* N <= 8192 (L <= 4K): ONE kernel. A program owns one (batch, channel) row at a time (persistent: it loops over
-  rows) and keeps the row's R x S spectrum in a private scratch tile of global memory between the phases. The
-  scratch of all programs together is a few MB, so it lives in L2 and the row costs one read of u and one write
-  of y in HBM. (The issue asked for one kernel up to L = 16K: DFT tiles of 256 x 128 spill registers in Triton
-  and ran 1.7x slower than the three-pass split, see benchmarks/monarch_tuning.py.)
-* N > 8192: N = Q * P with P = 4096 (Q = 32 to 256). Pass 1 does the length-Q DFTs down the columns of the
-  Q x P matrix (reading u), pass 2 is the one-kernel algorithm above on each of the Q rows of length P (complex
-  in, complex out, in place, filter multiply in the middle), pass 3 undoes pass 1 (writing y). The bf16 complex
-  Q x P intermediate travels through HBM twice.
+* N <= 8192 (L <= 4K): ONE kernel, one program per (batch, channel) row: one read of u, one write of y. (The
+  issue asked for one kernel up to L = 16K: tiles of 256 x 128 spill registers in Triton; the first version, which
+  staged them through an L2 scratch buffer, ran 1.7x slower than the three-pass split, see
+  benchmarks/monarch_tuning.py.)
+* N > 8192: N = Q * P with P = 4096 (8192 at L = 1M) and Q = 32 to 256. Pass 1 does the length-Q DFTs down the
+  columns of the Q x P matrix (reading u), pass 2 does the register algorithm above on each of the Q rows of
+  length P (complex in, complex out, in place, filter multiply in the middle), pass 3 undoes pass 1 (writing y).
+  The bf16 complex Q x P intermediate travels through HBM twice.
 
 Real input and causality are used: only the first half of each padded row is non-zero (N >= 2L), so the first
 DFT reads half the rows of F, and only the first half of the output is kept, so the last DFT computes half.
@@ -57,9 +59,8 @@ from genomelm.kernels.fftconv_ref import fft_size
 
 __all__ = ["MonarchPlan", "plan", "filter_spectrum", "monarch_conv"]
 
-MAX_ONE_PASS = 8192  # largest FFT size done by one kernel (L <= 4K): larger DFT tiles spill registers
+MAX_ONE_PASS = 8192  # largest FFT size done by one kernel (L <= 4K): larger register tiles spill
 INNER = 4096  # row length of pass 2 when there are outer passes
-REGISTER_FFT = 4096  # up to this length a row's transforms run on register tiles (64 x 64), no scratch memory
 MAX_OUTER = 256  # longest outer DFT (n up to 2**21: L = 1M)
 MIN_FFT = 512  # smallest FFT size: R >= 32 so that the half-height products are at least 16 deep (tl.dot minimum)
 _TWO_PI = 2.0 * math.pi
@@ -92,8 +93,8 @@ class MonarchPlan:
 def plan(seq_len: int) -> MonarchPlan:
     """The split used for sequences of ``seq_len`` (a power-of-two FFT size of at least 2 * seq_len).
 
-    Sizes measured best on an H200 (benchmarks/fftconv_bench.py): one kernel up to n = 8192; beyond, inner rows
-    of 4096 (64 x 64: the largest DFT tiles that stay in registers) with Q = n / 4096 >= 32 outer DFTs.
+    Sizes measured best on an H200 (benchmarks/monarch_tuning.py): one kernel up to n = 8192; beyond, inner rows
+    of 4096 (64 x 64) with Q = n / 4096 outer DFTs (at least 32, at most 256: rows of 8192 at n = 2**21).
     """
     n = max(fft_size(seq_len), MIN_FFT)
     one_pass = TUNING.get("max_one_pass", MAX_ONE_PASS)
@@ -147,108 +148,25 @@ def _load_dft(f_ptr, M, rows, cols, COMPILED: tl.constexpr):
 
 
 @triton.jit
-def _column_dft(
-    src_ptr, plane, s, N_in, R: tl.constexpr, S: tl.constexpr, f_ptr,
-    COMPLEX_IN: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr, COMPILED: tl.constexpr,
+def _column_dft_real(
+    u_ptr, stride, p, L, Q: tl.constexpr, P: tl.constexpr, f_ptr,
+    BP: tl.constexpr, BK: tl.constexpr, COMPILED: tl.constexpr,
 ):  # fmt: skip
-    """B[:, s] = F_R @ X[:, s] for the column block s (BS,) of the R x S matrix X[r, s] = src[r * S + s].
+    """F_Q @ X[:, p] for the column block p (BP,) of the Q x P matrix X[q, p] = u[q * P + p] (u zero past L).
 
-    Real input (COMPLEX_IN False) is zero past index N_in and only rows r < R/2 are read (the rest is padding);
-    complex input is read from two planes ``plane`` elements apart. Returns fp32 (re, im), each (R, BS).
+    Only rows q < Q/2 are read: the rest is the zero padding (N >= 2L). Returns fp32 (re, im), each (Q, BP).
     """
-    k_r = tl.arange(0, R)
-    acc_r = tl.zeros((R, BS), dtype=tl.float32)
-    acc_i = tl.zeros((R, BS), dtype=tl.float32)
-    depth: tl.constexpr = R if COMPLEX_IN else R // 2
-    for r0 in tl.static_range(0, depth, BK):
-        r = r0 + tl.arange(0, BK)
-        pos = r[:, None] * S + s[None, :]
-        fr, fi = _load_dft(f_ptr, R, k_r, r, COMPILED)
-        if COMPLEX_IN:
-            xr = _operand(tl.load(src_ptr + pos), COMPILED)
-            xi = _operand(tl.load(src_ptr + plane + pos), COMPILED)
-            acc_r = tl.dot(fr, xr, acc_r)
-            acc_r = tl.dot(-fi, xi, acc_r)
-            acc_i = tl.dot(fr, xi, acc_i)
-            acc_i = tl.dot(fi, xr, acc_i)
-        else:
-            x = _operand(tl.load(src_ptr + pos.to(tl.int64) * plane, mask=pos < N_in, other=0.0), COMPILED)
-            acc_r = tl.dot(fr, x, acc_r)
-            acc_i = tl.dot(fi, x, acc_i)
+    k_q = tl.arange(0, Q)
+    acc_r = tl.zeros((Q, BP), dtype=tl.float32)
+    acc_i = tl.zeros((Q, BP), dtype=tl.float32)
+    for q0 in tl.static_range(0, Q // 2, BK):
+        q = q0 + tl.arange(0, BK)
+        pos = q[:, None] * P + p[None, :]
+        fr, fi = _load_dft(f_ptr, Q, k_q, q, COMPILED)
+        x = _operand(tl.load(u_ptr + pos.to(tl.int64) * stride, mask=pos < L, other=0.0), COMPILED)
+        acc_r = tl.dot(fr, x, acc_r)
+        acc_i = tl.dot(fi, x, acc_i)
     return acc_r, acc_i
-
-
-@triton.jit
-def _column_idft_real(
-    src_ptr, plane, s, R: tl.constexpr, S: tl.constexpr, f_ptr,
-    BS: tl.constexpr, BK: tl.constexpr, COMPILED: tl.constexpr,
-):  # fmt: skip
-    """Real part of conj(F_R)[:R/2] @ Z[:, s] for the complex R x S matrix Z in two planes: (R/2, BS) fp32."""
-    r = tl.arange(0, R // 2)
-    acc = tl.zeros((R // 2, BS), dtype=tl.float32)
-    for k0 in tl.static_range(0, R, BK):
-        k_r = k0 + tl.arange(0, BK)
-        pos = k_r[:, None] * S + s[None, :]
-        fr, fi = _load_dft(f_ptr, R, r, k_r, COMPILED)
-        zr = _operand(tl.load(src_ptr + pos), COMPILED)
-        zi = _operand(tl.load(src_ptr + plane + pos), COMPILED)
-        acc = tl.dot(fr, zr, acc)  # Re((fr - i fi)(zr + i zi)) = fr zr + fi zi
-        acc = tl.dot(fi, zi, acc)
-    return acc
-
-
-@triton.jit
-def _column_idft_complex(
-    src_ptr, plane, s, R: tl.constexpr, S: tl.constexpr, f_ptr,
-    BS: tl.constexpr, BK: tl.constexpr, COMPILED: tl.constexpr,
-):  # fmt: skip
-    """conj(F_R) @ Z[:, s] for the complex R x S matrix Z in two planes: fp32 (re, im), each (R, BS)."""
-    r = tl.arange(0, R)
-    acc_r = tl.zeros((R, BS), dtype=tl.float32)
-    acc_i = tl.zeros((R, BS), dtype=tl.float32)
-    for k0 in tl.static_range(0, R, BK):
-        k_r = k0 + tl.arange(0, BK)
-        pos = k_r[:, None] * S + s[None, :]
-        fr, fi = _load_dft(f_ptr, R, r, k_r, COMPILED)
-        zr = _operand(tl.load(src_ptr + pos), COMPILED)
-        zi = _operand(tl.load(src_ptr + plane + pos), COMPILED)
-        acc_r = tl.dot(fr, zr, acc_r)  # (fr - i fi)(zr + i zi) = (fr zr + fi zi) + i (fr zi - fi zr)
-        acc_r = tl.dot(fi, zi, acc_r)
-        acc_i = tl.dot(fr, zi, acc_i)
-        acc_i = tl.dot(-fi, zr, acc_i)
-    return acc_r, acc_i
-
-
-@triton.jit
-def _row_filter_pass(
-    buf_ptr, k_ptr, R: tl.constexpr, S: tl.constexpr, fs_ptr,
-    BR: tl.constexpr, COMPILED: tl.constexpr,
-):  # fmt: skip
-    """In place on the twiddled column spectrum B (R x S, two planes of R*S): row DFT, filter multiply, inverse row
-    DFT, inverse twiddle. k_ptr: the filter spectrum in the same order (fp32 planes, 1/N folded in)."""
-    P: tl.constexpr = R * S
-    cols = tl.arange(0, S)
-    fr, fi = _load_dft(fs_ptr, S, cols, cols, COMPILED)  # symmetric: F[s, k] = F[k, s]
-    for r0 in range(0, R, BR):
-        r = r0 + tl.arange(0, BR)
-        off = r[:, None] * S + cols[None, :]
-        br = _operand(tl.load(buf_ptr + off), COMPILED)
-        bi = _operand(tl.load(buf_ptr + P + off), COMPILED)
-        cr = tl.dot(br, fr)
-        cr = tl.dot(-bi, fi, cr)
-        ci = tl.dot(br, fi)
-        ci = tl.dot(bi, fr, ci)
-        yr, yi = _cmul(cr, ci, tl.load(k_ptr + off), tl.load(k_ptr + P + off))
-        yr = _operand(yr, COMPILED)
-        yi = _operand(yi, COMPILED)
-        zr = tl.dot(yr, fr)  # (yr + i yi)(fr - i fi) = (yr fr + yi fi) + i (yi fr - yr fi)
-        zr = tl.dot(yi, fi, zr)
-        zi = tl.dot(yi, fr)
-        zi = tl.dot(-yr, fi, zi)
-        tr, ti = _twiddle(r[:, None], cols[None, :], P, 1.0, COMPILED)
-        zr, zi = _cmul(zr, zi, tr, ti)
-        tl.store(buf_ptr + off, zr.to(buf_ptr.dtype.element_ty))
-        tl.store(buf_ptr + P + off, zi.to(buf_ptr.dtype.element_ty))
 
 
 @triton.jit
@@ -324,47 +242,6 @@ def _store_planes(dst_ptr, plane, off, re, im):
 # --------------------------------------------------------------------------------------------------------------
 
 
-@triton.jit(do_not_specialize=["L", "rows_total", "programs"])
-def _one_pass_kernel(
-    u_ptr, k_ptr, d_ptr, y_ptr, scratch_ptr, fr_ptr, fs_ptr,
-    L, rows_total, programs, B, s_ub, s_uc, s_ul, s_yb, s_yc,
-    R: tl.constexpr, S: tl.constexpr, HAS_D: tl.constexpr,
-    BS: tl.constexpr, BK: tl.constexpr, BR: tl.constexpr, COMPILED: tl.constexpr,
-):  # fmt: skip
-    """y[b, c, :L] = causal_conv(u[b, c, :L], k[c]) (+ D[c] u) for N = R * S <= 32768; persistent over rows.
-
-    Row index = c * B + b, so that programs running side by side share a channel's filter spectrum in L2.
-    """
-    P: tl.constexpr = R * S
-    pid = tl.program_id(0)
-    scratch = scratch_ptr + pid.to(tl.int64) * (2 * P)
-    for first in range(0, rows_total, programs):  # programs == the grid size
-        row = first + pid
-        if row < rows_total:
-            c = row // B
-            b = row - c * B
-            u_row = u_ptr + b.to(tl.int64) * s_ub + c.to(tl.int64) * s_uc
-            for s0 in tl.static_range(0, S, BS):  # phase 1: column DFTs of the zero-padded input, twiddled
-                s = s0 + tl.arange(0, BS)
-                br, bi = _column_dft(u_row, s_ul, s, L, R, S, fr_ptr, False, BS, BK, COMPILED)
-                tr, ti = _twiddle(tl.arange(0, R)[:, None], s[None, :], P, -1.0, COMPILED)
-                br, bi = _cmul(br, bi, tr, ti)
-                _store_planes(scratch, P, tl.arange(0, R)[:, None] * S + s[None, :], br, bi)
-            tl.debug_barrier()
-            _row_filter_pass(scratch, k_ptr + c.to(tl.int64) * (2 * P), R, S, fs_ptr, BR, COMPILED)
-            tl.debug_barrier()
-            y_row = y_ptr + b.to(tl.int64) * s_yb + c.to(tl.int64) * s_yc
-            for s0 in tl.static_range(0, S, BS):  # phase 3: inverse column DFTs, first half of the rows = y[:L]
-                s = s0 + tl.arange(0, BS)
-                y = _column_idft_real(scratch, P, s, R, S, fr_ptr, BS, BK, COMPILED)
-                pos = tl.arange(0, R // 2)[:, None] * S + s[None, :]
-                if HAS_D:
-                    u = tl.load(u_row + pos.to(tl.int64) * s_ul, mask=pos < L, other=0.0).to(tl.float32)
-                    y += tl.load(d_ptr + c).to(tl.float32) * u
-                tl.store(y_row + pos, y.to(y_ptr.dtype.element_ty), mask=pos < L)
-            tl.debug_barrier()  # the next row's phase 1 overwrites the scratch this phase reads
-
-
 @triton.jit(do_not_specialize=["L"])
 def _outer_forward_kernel(
     u_ptr, buf_ptr, fq_ptr,
@@ -380,51 +257,21 @@ def _outer_forward_kernel(
     b = row - c * B
     p = tl.program_id(0) * BP + tl.arange(0, BP)
     u_row = u_ptr + b.to(tl.int64) * s_ub + c.to(tl.int64) * s_uc
-    zr, zi = _column_dft(u_row, s_ul, p, L, Q, P, fq_ptr, False, BP, BK, COMPILED)
+    zr, zi = _column_dft_real(u_row, s_ul, p, L, Q, P, fq_ptr, BP, BK, COMPILED)
     k_q = tl.arange(0, Q)[:, None]
     tr, ti = _twiddle(k_q, p[None, :], Q * P, -1.0, COMPILED)
     zr, zi = _cmul(zr, zi, tr, ti)
     _store_planes(buf_ptr + row.to(tl.int64) * (2 * Q * P), P, k_q * (2 * P) + p[None, :], zr, zi)
 
 
-@triton.jit
-def _inner_kernel(
-    buf_ptr, k_ptr, fr_ptr, fs_ptr, B,
-    Q: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
-    BS: tl.constexpr, BK: tl.constexpr, BR: tl.constexpr, COMPILED: tl.constexpr,
-):  # fmt: skip
-    """Pass 2 (N = Q * P, P = R * S): for one (row, k_q), the length-P DFT of buf's complex row, the filter
-    multiply and the inverse DFT, in place. Program id = b + B * (k_q + Q * c): batch-mates side by side."""
-    P: tl.constexpr = R * S
-    pid = tl.program_id(0)
-    b = pid % B
-    k_q = (pid // B) % Q
-    c = pid // (B * Q)
-    row = c * B + b
-    base = buf_ptr + (row.to(tl.int64) * Q + k_q) * (2 * P)
-    for s0 in tl.static_range(0, S, BS):
-        s = s0 + tl.arange(0, BS)
-        br, bi = _column_dft(base, P, s, 0, R, S, fr_ptr, True, BS, BK, COMPILED)
-        tr, ti = _twiddle(tl.arange(0, R)[:, None], s[None, :], P, -1.0, COMPILED)
-        br, bi = _cmul(br, bi, tr, ti)
-        _store_planes(base, P, tl.arange(0, R)[:, None] * S + s[None, :], br, bi)
-    tl.debug_barrier()
-    _row_filter_pass(base, k_ptr + (c.to(tl.int64) * Q + k_q) * (2 * P), R, S, fs_ptr, BR, COMPILED)
-    tl.debug_barrier()
-    for s0 in tl.static_range(0, S, BS):
-        s = s0 + tl.arange(0, BS)
-        zr, zi = _column_idft_complex(base, P, s, R, S, fr_ptr, BS, BK, COMPILED)
-        _store_planes(base, P, tl.arange(0, R)[:, None] * S + s[None, :], zr, zi)
-
-
 @triton.jit(do_not_specialize=["L"])
-def _one_pass_registers_kernel(
+def _one_pass_kernel(
     u_ptr, k_ptr, d_ptr, y_ptr, fr_ptr, fs_ptr,
     L, B, s_ub, s_uc, s_ul, s_yb, s_yc,
     R: tl.constexpr, S: tl.constexpr, HAS_D: tl.constexpr, COMPILED: tl.constexpr,
 ):  # fmt: skip
-    """_one_pass_kernel for N = R * S <= REGISTER_FFT: one program per row, everything in registers.
-    Program id = c * B + b (batch-mates side by side share the filter spectrum in L2)."""
+    """y[b, c, :L] = causal_conv(u[b, c, :L], k[c]) (+ D[c] u) for N = R * S <= 8192: one program per row, the
+    whole row in registers. Program id = c * B + b (batch-mates side by side share the filter spectrum in L2)."""
     P: tl.constexpr = R * S
     row = tl.program_id(0)
     c = row // B
@@ -440,11 +287,12 @@ def _one_pass_registers_kernel(
 
 
 @triton.jit
-def _inner_registers_kernel(
+def _inner_kernel(
     buf_ptr, k_ptr, fr_ptr, fs_ptr, B,
     Q: tl.constexpr, R: tl.constexpr, S: tl.constexpr, COMPILED: tl.constexpr,
 ):  # fmt: skip
-    """_inner_kernel for P = R * S <= REGISTER_FFT: one load, everything in registers, one store."""
+    """Pass 2 (N = Q * P, P = R * S <= 8192): for one (row, k_q), the length-P DFT of buf's complex row, the filter
+    multiply and the inverse DFT, in registers and in place. Program id = b + B * (k_q + Q * c)."""
     P: tl.constexpr = R * S
     pid = tl.program_id(0)
     b = pid % B
@@ -517,32 +365,13 @@ def filter_spectrum(k: torch.Tensor, p: MonarchPlan) -> torch.Tensor:
 
 
 LAST_KERNELS: list = []  # the compiled kernels of the last call (register and spill counts)
-TUNING: dict = {}  # development overrides of plan() and _config() (keys: max_one_pass, inner, BS, BK, BR, ...)
-
-
-def _config(p: MonarchPlan) -> dict:
-    """Tile sizes: column blocks of 32, K-chunks of 32 (16 for the shortest), row blocks of 16; 8 warps for the
-    128-row DFTs (fewer registers per thread). Chosen by the register/spill counts and timings of one sweep."""
-    return {
-        "BS": min(TUNING.get("BS", 32), p.cols),
-        "BK": min(TUNING.get("BK", 32), p.rows // 2),
-        "BR": min(TUNING.get("BR", 16), p.rows),
-        "num_warps": TUNING.get("num_warps", 8 if p.rows >= 128 else 4),
-    }
+TUNING: dict = {}  # development overrides of plan() and the warps (keys: max_one_pass, inner, register_warps)
 
 
 def _register_warps(p: MonarchPlan) -> int:
-    """Warps of the register kernels: 4 up to 64 x 64 tiles (1.7x faster than 8 at 64 x 64 on an H200, without
-    spills), 8 for 128 x 64 (fewer registers per thread)."""
+    """Warps of the register kernels: 4 up to 64 x 64 tiles (1.7x faster than 8 at 64 x 64 on an H200, no
+    spills), 8 for 128 x 64 (4 warps spill there)."""
     return TUNING.get("register_warps", 4 if p.inner <= 4096 else 8)
-
-
-def _scratch_programs(device: torch.device, rows_total: int) -> int:
-    """Persistent grid of the one-pass kernel: a few programs per SM, never more than there are rows."""
-    if device.type != "cuda":
-        return min(rows_total, 4)
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return min(rows_total, TUNING.get("per_sm", 4) * sms)
 
 
 def monarch_conv(
@@ -557,23 +386,12 @@ def monarch_conv(
         raise ValueError(f"plan {p} and filter spectrum {tuple(k_spec.shape)} do not fit u {tuple(u.shape)}")
     y = _empty((batch, channels, seq_len), out_dtype, u.device)
     rows_total = batch * channels
-    cfg = _config(p)
     f_rows, f_cols = _dft_matrix(p.rows, u.device), _dft_matrix(p.cols, u.device)
     d = D if D is not None else u.new_zeros(1)
-    common = {"COMPILED": _COMPILED, **cfg}
-    if p.outer == 1 and p.inner <= TUNING.get("register_fft", REGISTER_FFT):
-        LAST_KERNELS[:] = [_one_pass_registers_kernel[(rows_total,)](
+    if p.outer == 1:
+        LAST_KERNELS[:] = [_one_pass_kernel[(rows_total,)](
             u, k_spec, d, y, f_rows, f_cols, seq_len, batch, *u.stride(), *y.stride()[:2],
             R=p.rows, S=p.cols, HAS_D=D is not None, COMPILED=_COMPILED, num_warps=_register_warps(p),
-        )]  # fmt: skip
-        return y
-    if p.outer == 1:
-        grid = _scratch_programs(u.device, rows_total)
-        scratch = _empty((grid, 2, p.inner), torch.bfloat16, u.device)
-        LAST_KERNELS[:] = [_one_pass_kernel[(grid,)](
-            u, k_spec, d, y, scratch, f_rows, f_cols,
-            seq_len, rows_total, grid, batch, *u.stride(), *y.stride()[:2],
-            R=p.rows, S=p.cols, HAS_D=D is not None, **common,
         )]  # fmt: skip
         return y
     f_outer = _dft_matrix(p.outer, u.device)
@@ -586,15 +404,10 @@ def monarch_conv(
         u, buf, f_outer, seq_len, batch, *u.stride(),
         Q=p.outer, P=p.inner, BP=block_p, BK=bk_outer, COMPILED=_COMPILED, num_warps=outer_warps,
     )  # fmt: skip
-    if p.inner <= TUNING.get("register_fft", REGISTER_FFT):
-        k2 = _inner_registers_kernel[(rows_total * p.outer,)](
-            buf, k_spec, f_rows, f_cols, batch, Q=p.outer, R=p.rows, S=p.cols, COMPILED=_COMPILED,
-            num_warps=_register_warps(p),
-        )  # fmt: skip
-    else:
-        k2 = _inner_kernel[(rows_total * p.outer,)](
-            buf, k_spec, f_rows, f_cols, batch, Q=p.outer, R=p.rows, S=p.cols, **common,
-        )  # fmt: skip
+    k2 = _inner_kernel[(rows_total * p.outer,)](
+        buf, k_spec, f_rows, f_cols, batch, Q=p.outer, R=p.rows, S=p.cols, COMPILED=_COMPILED,
+        num_warps=_register_warps(p),
+    )  # fmt: skip
     k3 = _outer_inverse_kernel[outer_grid](
         buf, u, d, y, f_outer, seq_len, batch, *u.stride(), *y.stride()[:2],
         Q=p.outer, P=p.inner, HAS_D=D is not None, BP=block_p, BK=bk_outer, COMPILED=_COMPILED,
