@@ -65,7 +65,11 @@ def sweep(L: int, bh: int, configs: list[dict]) -> None:
         fm.TUNING.update(config)
         plan = fm.plan(L)
         spectrum = fm.filter_spectrum(k, plan)
-        t_fast = median_ms(lambda s=spectrum, p=plan: fm.monarch_conv(u, s, p, D, u.dtype))
+        try:
+            t_fast = median_ms(lambda s=spectrum, p=plan: fm.monarch_conv(u, s, p, D, u.dtype))
+        except Exception as exc:  # e.g. triton's OutOfResources: too large tiles for shared memory
+            print(f"  {config}: plan {plan.outer} x {plan.rows} x {plan.cols}: failed: {str(exc)[:160]}", flush=True)
+            continue
         counts = [(kernel.n_regs, kernel.n_spills) for kernel in fm.LAST_KERNELS]
         err = rel_rms(fm.monarch_conv(u, spectrum, plan, D, u.dtype)[:1, :4], want)
         print(

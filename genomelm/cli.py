@@ -42,7 +42,7 @@ DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 PrecisionOpt = Annotated[
     str,
     typer.Option(
-        help="fp32 or bf16 (autocast). On the cuda backend bf16 inference at 16K-131K tokens uses the fast bf16 "
+        help="fp32 or bf16 (autocast). On the cuda backend bf16 inference at 16K-262K tokens uses the fast bf16 "
         "FFT; $GENOMELM_CONV_MODE=precise|fast overrides."
     ),
 ]

@@ -44,13 +44,14 @@ __all__ = ["MODES", "MODE_ENV_VAR", "fftconv", "hyena_mix", "use_fast_mode"]
 
 MODES = ("auto", "precise", "fast")
 MODE_ENV_VAR = "GENOMELM_CONV_MODE"
-# auto picks fast mode for bf16/fp16 inference from FAST_AUTO_MIN_LEN to FAST_AUTO_MAX_LEN tokens: there the fast
-# Hyena operator beat precise mode on an H200 at B*H = 2048 (1.2-1.4x, benchmarks/fftconv_bench.py) and end-to-end
-# embedding gained 8-20%. Shorter inputs were not faster (the one-kernel path and the per-call costs around it
-# are not tuned yet), longer ones slower (the outer DFTs grow to 256 points). Training stays precise: fast mode's
-# backward is precise mode's, which recomputes the forward with cuFFT, so a fast forward only adds work.
+# auto picks fast mode for bf16/fp16 inference from FAST_AUTO_MIN_LEN to FAST_AUTO_MAX_LEN tokens, where the fast
+# Hyena operator beat precise mode on an H200 (1.0-1.9x, benchmarks/fftconv_bench.py) and end-to-end bf16
+# embedding gained 19-37%. Shorter inputs were not reliably faster: the filter spectrum in fast mode's order costs
+# more to compute, and the benchmark recomputes it on every call. At 1M tokens the two modes are about equal.
+# Training stays precise: fast mode's backward is precise mode's, which recomputes the forward with cuFFT, so a
+# fast forward only adds work.
 FAST_AUTO_MIN_LEN = 16384
-FAST_AUTO_MAX_LEN = 131072
+FAST_AUTO_MAX_LEN = 262144
 
 
 def conv_mode() -> str:
