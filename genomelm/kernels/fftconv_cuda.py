@@ -145,6 +145,21 @@ def _mix_pre_kernel(
     tl.store(dst, u, mask=(t < n)[:, None] & cm[None, :])
 
 
+@triton.jit
+def _output_gate_inputs(
+    p, w_ptr, bias_ptr, y_ptr, d_ptr, b, t, c, cm, m, L, C, n, s_pl, s_pc,
+    K: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """The two factors of the output gate out = x0 * z on an (L, C) tile: x0 (short-conv output) and
+    z = y + D u (long conv y from the (B, C, n) fp32 buffer, u = x1 * v recomputed). Both fp32."""
+    x0 = _causal_conv_tile(p, w_ptr, bias_ptr, t, c, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
+    x1 = _causal_conv_tile(p, w_ptr, bias_ptr, t, c + C, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
+    v = _causal_conv_tile(p, w_ptr, bias_ptr, t, c + 2 * C, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
+    y = tl.load(y_ptr + (b * C + c[None, :]) * n + t[:, None], mask=m, other=0.0)
+    d = tl.load(d_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    return x0, y + d[None, :] * (x1 * v)
+
+
 @triton.jit(do_not_specialize=["L", "n"])
 def _mix_post_kernel(
     p_ptr, w_ptr, bias_ptr, y_ptr, d_ptr, out_ptr,
@@ -158,13 +173,10 @@ def _mix_post_kernel(
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cm = c < C
     m = (t < L)[:, None] & cm[None, :]
-    p = p_ptr + b * s_pb
-    x0 = _causal_conv_tile(p, w_ptr, bias_ptr, t, c, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
-    x1 = _causal_conv_tile(p, w_ptr, bias_ptr, t, c + C, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
-    v = _causal_conv_tile(p, w_ptr, bias_ptr, t, c + 2 * C, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
-    y = tl.load(y_ptr + (b * C + c[None, :]) * n + t[:, None], mask=m, other=0.0)
-    d = tl.load(d_ptr + c, mask=cm, other=0.0).to(tl.float32)
-    out = (y + d[None, :] * (x1 * v)) * x0
+    x0, z = _output_gate_inputs(
+        p_ptr + b * s_pb, w_ptr, bias_ptr, y_ptr, d_ptr, b, t, c, cm, m, L, C, n, s_pl, s_pc, K, BLOCK_L, BLOCK_C
+    )
+    out = z * x0
     dst = out_ptr + (b * L + t[:, None]) * C + c[None, :]
     tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=m)
 
@@ -186,17 +198,14 @@ def _mix_bwd_gate_kernel(
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cm = c < C
     m = (t < L)[:, None] & cm[None, :]
-    p = p_ptr + b * s_pb
-    x0 = _causal_conv_tile(p, w_ptr, bias_ptr, t, c, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
-    x1 = _causal_conv_tile(p, w_ptr, bias_ptr, t, c + C, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
-    v = _causal_conv_tile(p, w_ptr, bias_ptr, t, c + 2 * C, cm, L, s_pl, s_pc, K, BLOCK_L, BLOCK_C)
-    y = tl.load(y_ptr + (b * C + c[None, :]) * n + t[:, None], mask=m, other=0.0)
-    d = tl.load(d_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    x0, z = _output_gate_inputs(
+        p_ptr + b * s_pb, w_ptr, bias_ptr, y_ptr, d_ptr, b, t, c, cm, m, L, C, n, s_pl, s_pc, K, BLOCK_L, BLOCK_C
+    )
     g = tl.load(g_ptr + b * s_gb + t[:, None] * s_gl + c[None, :].to(tl.int64) * s_gc, mask=m, other=0.0)
     g = g.to(tl.float32)
     gz = tl.where(m, g * x0, 0.0)
     tl.store(gz_ptr + (b * C + c[None, :]) * n + t[:, None], gz, mask=(t < n)[:, None] & cm[None, :])
-    gx0 = g * (y + d[None, :] * (x1 * v))
+    gx0 = g * z
     tl.store(gx_ptr + (b * L + t[:, None]) * (3 * C) + c[None, :], gx0, mask=m)
 
 
