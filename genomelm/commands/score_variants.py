@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
@@ -48,7 +48,17 @@ from genomelm.errors import InputError, RefMismatchError, UsageError
 from genomelm.formats import vcf
 from genomelm.formats.fasta import FastaSource, parse_regions
 from genomelm.log import get_logger, progress
-from genomelm.tokenizer import N_ID, PAD_ID, CharTokenizer, reverse_complement_ids
+from genomelm.tokenizer import PAD_ID, CharTokenizer, reverse_complement_ids
+from genomelm.variants import (
+    LlrTiling,
+    Reference,
+    SnvQuery,
+    model_window,
+    open_fasta,
+    score_llr_naive,  # noqa: F401  (re-exported for the benchmark)
+    score_llr_shared,
+)
+from genomelm.variants import llr_tiling as variant_llr_tiling
 
 log = get_logger(__name__)
 
@@ -57,14 +67,12 @@ MISMATCH_POLICIES = ("skip", "error")
 DEFAULT_WINDOW_CAP = 4096  # delta-ll / embedding window when --window is not given
 CHUNK_MAX_RECORDS = 65536  # records held at once (bounds memory whatever the VCF size)
 WINDOW_SITES_PER_SLICE = 256  # delta-ll / embedding windows are built for this many sites at a time
-_TILE = 1 << 16  # bases per cached reference tile
 
 # Reasons a record or allele is not scored, besides vcf.allele_kind's (symbolic, breakend, ...).
 CONTIG_MISSING, OUT_OF_RANGE, REF_MISMATCH = "contig_missing", "out_of_range", "ref_mismatch"
 N_IN_CONTEXT, NOT_SNV, TOO_LONG, NO_CONTEXT = "n_in_context", "not_snv", "too_long", "no_context"
 _SCORABLE = (vcf.SNV, vcf.MNV, vcf.INDEL)
 _BASE_ID = {"A": 7, "C": 8, "G": 9, "T": 10}
-_COMPLEMENT_ID = {7: 10, 8: 9, 9: 8, 10: 7}
 
 
 @dataclass
@@ -106,208 +114,6 @@ class ScoreVariantsSummary:
     @property
     def variants_per_second(self) -> float:
         return self.records / self.seconds if self.seconds > 0 else 0.0
-
-
-# --------------------------------------------------------------------------- reference access
-
-
-class Reference:
-    """Token ids of a FASTA by 0-based half-open span, from cached tiles of 64 kb.
-
-    Each tile is encoded once (soft-masked lowercase -> the same ids as uppercase, IUPAC -> N) and
-    keeps a running count of N, so ``n_count`` is O(tiles), not O(bases).
-    """
-
-    def __init__(self, fasta: FastaSource, cache_tiles: int = 64):
-        self.fasta = fasta
-        self.lengths = fasta.contig_lengths()
-        self._cache: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._cache_tiles = cache_tiles
-        self._tokenizer = CharTokenizer()
-
-    def length(self, contig: str) -> int:
-        return self.lengths[contig]
-
-    def ids(self, contig: str, start: int, end: int) -> np.ndarray:
-        """int64 ids of [start, end) on ``contig`` (0-based half-open, inside the contig)."""
-        parts = [tile[lo:hi] for tile, _, lo, hi in self._pieces(contig, start, end)]
-        out = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint8)
-        return out.astype(np.int64)
-
-    def n_count(self, contig: str, start: int, end: int) -> int:
-        """Number of N (or IUPAC) bases in [start, end), 0-based half-open."""
-        return int(sum(counts[hi] - counts[lo] for _, counts, lo, hi in self._pieces(contig, start, end)))
-
-    def _pieces(self, contig: str, start: int, end: int) -> Iterator[tuple[np.ndarray, np.ndarray, int, int]]:
-        """(tile ids, tile N prefix counts, lo, hi) covering [start, end), tile-local lo/hi."""
-        for tile_index in range(start // _TILE, (end - 1) // _TILE + 1 if end > start else start // _TILE):
-            ids, counts = self._tile(contig, tile_index)
-            offset = tile_index * _TILE
-            yield ids, counts, max(start, offset) - offset, min(end, offset + _TILE) - offset
-
-    def _tile(self, contig: str, index: int) -> tuple[np.ndarray, np.ndarray]:
-        key = (contig, index)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        start = index * _TILE
-        text = self.fasta.fetch(contig, start, min(start + _TILE, self.lengths[contig]))
-        ids = self._tokenizer.encode(text, record=contig, offset=start).astype(np.uint8)
-        counts = np.concatenate([[0], np.cumsum(ids == N_ID, dtype=np.int32)])  # (len + 1,)
-        self._cache[key] = (ids, counts)
-        if len(self._cache) > self._cache_tiles:
-            self._cache.popitem(last=False)
-        return ids, counts
-
-
-# --------------------------------------------------------------------------- llr: tiling and scoring
-
-
-@dataclass(frozen=True)
-class LlrTiling:
-    """Genome-fixed llr windows. Block k = positions [k*stride, (k+1)*stride) (0-based).
-
-    Forward pass of block k reads [k*stride - context, (k+1)*stride - 1); the reverse pass reads the
-    reverse complement of [k*stride + 1, (k+1)*stride + context). Both are clipped to the contig.
-    """
-
-    context: int
-    stride: int
-
-    @property
-    def pass_length(self) -> int:
-        """Tokens in one full forward pass (either strand)."""
-        return self.context + self.stride - 1
-
-    def block(self, pos: int) -> int:
-        return pos // self.stride
-
-    def context_span(self, pos: int, contig_length: int) -> tuple[int, int]:
-        """[first base of pos's left context, end of its right context), 0-based half-open."""
-        block_start = self.block(pos) * self.stride
-        left = max(0, block_start - self.context)
-        right = min(contig_length, block_start + self.stride + self.context)
-        return left, right
-
-
-@dataclass
-class SnvQuery:
-    """One SNV site to score with llr: 0-based ``pos`` on FASTA contig ``contig``, REF and ALT bases."""
-
-    contig: str
-    pos: int
-    ref: str
-    alts: list[str]
-
-
-@dataclass
-class LlrResult:
-    """Per-ALT llr values of one query; NaN where that strand has no context."""
-
-    forward: np.ndarray  # (n_alts,)
-    reverse: np.ndarray  # (n_alts,)
-
-    @property
-    def mean(self) -> np.ndarray:
-        """Mean of the strands that have a value (NaN only if neither has)."""
-        both = np.stack([self.forward, self.reverse])  # (2, n_alts)
-        counts = np.sum(~np.isnan(both), axis=0)
-        total = np.nansum(both, axis=0)
-        return np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
-
-
-@dataclass
-class _Pass:
-    """One sequence for the model and the positions whose next-token logits are wanted."""
-
-    ids: np.ndarray  # (L,) int64
-    positions: list[int]  # indices into the pass: logits there predict the next token
-    owners: list[tuple[int, int]]  # (query index, strand 0 forward / 1 reverse) per position
-
-
-def score_llr_shared(
-    model, reference: Reference, queries: list[SnvQuery], tiling: LlrTiling, device, precision="fp32", batch_size=8
-) -> tuple[list[LlrResult], int]:
-    """llr of every query from one forward pass per (block, strand); returns the results and the
-    number of passes. A block's forward pass ends at its last variant and its reverse pass at its
-    first (the model is causal, so the logits of the others do not change)."""
-    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for i, query in enumerate(queries):
-        groups[(query.contig, tiling.block(query.pos))].append(i)
-    passes = []
-    for (contig, block), members in groups.items():
-        passes += _block_passes(reference, queries, members, contig, block, tiling)
-    logits = _run_passes(model, passes, device, precision, batch_size)
-    return _llr_results(queries, passes, logits), len(passes)
-
-
-def _block_passes(reference, queries, members, contig, block, tiling) -> list[_Pass]:
-    length = reference.length(contig)
-    positions = [queries[i].pos for i in members]
-    left, right = tiling.context_span(block * tiling.stride, length)
-    passes = []
-    forward_end = max(positions)
-    if forward_end > left:
-        ids = reference.ids(contig, left, forward_end)  # (L,)
-        keep = [(i, p) for i, p in zip(members, positions) if p > left]
-        passes.append(_Pass(ids, [p - left - 1 for _, p in keep], [(i, 0) for i, _ in keep]))
-    reverse_start = min(positions) + 1
-    if right > reverse_start:
-        ids = reverse_complement_ids(reference.ids(contig, reverse_start, right))  # (L,)
-        keep = [(i, p) for i, p in zip(members, positions) if p < right - 1]
-        passes.append(_Pass(ids, [right - p - 2 for _, p in keep], [(i, 1) for i, _ in keep]))
-    return passes
-
-
-def score_llr_naive(
-    model, reference: Reference, queries: list[SnvQuery], tiling: LlrTiling, device, precision="fp32"
-) -> tuple[list[LlrResult], int]:
-    """The same scores, one forward pass per variant and strand over exactly that variant's context
-    (as per-variant tools do). For tests and the benchmark; much slower than ``score_llr_shared``."""
-    passes = []
-    for i, query in enumerate(queries):
-        left, right = tiling.context_span(query.pos, reference.length(query.contig))
-        if query.pos > left:
-            ids = reference.ids(query.contig, left, query.pos)
-            passes.append(_Pass(ids, [len(ids) - 1], [(i, 0)]))
-        if right > query.pos + 1:
-            ids = reverse_complement_ids(reference.ids(query.contig, query.pos + 1, right))
-            passes.append(_Pass(ids, [len(ids) - 1], [(i, 1)]))
-    logits = _run_passes(model, passes, device, precision, batch_size=1)
-    return _llr_results(queries, passes, logits), len(passes)
-
-
-@torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
-def _run_passes(model, passes: list[_Pass], device, precision: str, batch_size: int) -> list[np.ndarray]:
-    """Next-token logits (K, V) at each pass's positions. Longest passes are batched together
-    (right padding is invisible to a causal model); the head runs in fp32 on the picked rows only."""
-    out: list[np.ndarray | None] = [None] * len(passes)
-    order = sorted(range(len(passes)), key=lambda j: -len(passes[j].ids))
-    for batch in batched(order, batch_size):
-        tokens, _ = pad_right([passes[j].ids for j in batch], PAD_ID, device)  # (B, L)
-        with autocast(device, precision):
-            hidden = model.hidden_states(tokens)  # (B, L, D)
-        rows = torch.tensor([b for b, j in enumerate(batch) for _ in passes[j].positions], device=device)
-        cols = torch.tensor([p for j in batch for p in passes[j].positions], device=device)
-        picked = model.lm_head(hidden[rows, cols].float()).cpu().numpy()  # (K, V)
-        start = 0
-        for j in batch:
-            out[j] = picked[start : start + len(passes[j].positions)]
-            start += len(passes[j].positions)
-    return out
-
-
-def _llr_results(queries: list[SnvQuery], passes: list[_Pass], logits: list[np.ndarray]) -> list[LlrResult]:
-    results = [LlrResult(np.full(len(q.alts), np.nan), np.full(len(q.alts), np.nan)) for q in queries]
-    for one_pass, rows in zip(passes, logits):
-        for (i, strand), row in zip(one_pass.owners, rows):
-            ref, alts = _BASE_ID[queries[i].ref], [_BASE_ID[a] for a in queries[i].alts]
-            if strand == 1:  # the reverse strand reads the complementary bases
-                ref, alts = _COMPLEMENT_ID[ref], [_COMPLEMENT_ID[a] for a in alts]
-            # The softmax normaliser cancels in log P(alt) - log P(ref): a logit difference.
-            values = np.array([row[a] - row[ref] for a in alts], dtype=np.float64)
-            (results[i].forward if strand == 0 else results[i].reverse)[:] = values
-    return results
 
 
 # --------------------------------------------------------------------------- delta-ll and embedding
@@ -669,38 +475,9 @@ def _same_file(a: str, b: str) -> bool:
     return os.path.abspath(a) == os.path.abspath(b)
 
 
-def model_window(l_max: int) -> int:
-    """Tokens per pass used by default: the largest power of two <= l_max (a faster FFT size;
-    e.g. 32768 for the 32k models, whose l_max is 32770)."""
-    return 1 << (l_max.bit_length() - 1)
-
-
 def llr_tiling(opts: ScoreVariantsOptions, l_max: int) -> LlrTiling:
     """--context / --stride with defaults filling the model window; a pass longer than l_max -> UsageError."""
-    full = model_window(l_max)
-    context, stride = opts.context, opts.stride
-    if context is not None and context >= l_max:
-        raise UsageError(
-            f"--context {context} is longer than the model allows: context + stride - 1 must be <= {l_max}"
-        )
-    if context is None and stride is None:
-        stride = full // 2
-    if context is None:
-        context = full - stride
-    if stride is None:
-        stride = full - context if full > context else l_max + 1 - context
-    if context < 1 or stride < 1:
-        raise UsageError(
-            f"--context and --stride must be >= 1 (got context {context}, stride {stride}); "
-            f"the model reads at most {l_max} bases per pass"
-        )
-    tiling = LlrTiling(context, stride)
-    if tiling.pass_length > l_max:
-        raise UsageError(
-            f"--context {context} plus --stride {stride} needs passes of {tiling.pass_length} bases, "
-            f"longer than the model allows ({l_max})"
-        )
-    return tiling
+    return variant_llr_tiling(opts.context, opts.stride, l_max)
 
 
 def centred_window(opts: ScoreVariantsOptions, l_max: int) -> CentredWindow:
@@ -721,14 +498,7 @@ def _regions(specs: list[str] | None):
 
 
 def _open_fasta(path: str) -> FastaSource:
-    fasta = FastaSource(path)
-    if not fasta.indexed:
-        fasta.close()
-        raise InputError(
-            f"{path}: score-variants needs random access to the reference, and this FASTA cannot be indexed "
-            "(plain gzip, or lines of unequal length): decompress it, or recompress it with `bgzip`"
-        )
-    return fasta
+    return open_fasta(path, "score-variants")
 
 
 def _prepare_header(reader, opts, label: str, tiling: LlrTiling, window: CentredWindow) -> bool:
