@@ -216,7 +216,7 @@ def _score_all(opts, scorer: VariantScorer, records, writer, tsv, summary, clear
                 vcf.set_info(site.record, {keys["skip"]: skip, **values}, clear)
                 writer.write(site.record)
                 if tsv is not None:
-                    _tsv_rows(tsv, site, skip, columns)
+                    _tsv_rows(tsv, site, columns)
             bar.advance(task, len(chunk))
 
 
@@ -237,13 +237,12 @@ def _count(opts: ScoreVariantsOptions, site, summary: ScoreVariantsSummary) -> s
     return None
 
 
-def _tsv_rows(tsv, site, skip: str | None, columns: list[str]) -> None:
+def _tsv_rows(tsv, site, columns: list[str]) -> None:
     record = site.record
-    alts = site.alts or ["."]
-    for a, alt in enumerate(alts):
-        values = [site.values.get(c, [None] * len(alts))[a] for c in columns]
-        reason = skip or (None if any(v is not None for v in values) else site.allele_reason(a))
-        tsv.row([record.chrom, record.pos, record.id or ".", record.ref, alt, *values, reason])
+    for alt, scores, reason in site.allele_results():
+        tsv.row(
+            [record.chrom, record.pos, record.id or ".", record.ref, alt, *(scores.get(c) for c in columns), reason]
+        )
 
 
 def _report(summary: ScoreVariantsSummary) -> None:

@@ -95,6 +95,15 @@ class Site:
             return self.kinds[allele]
         return self.why[allele] or NOT_SNV
 
+    def allele_results(self) -> list[tuple[str, dict[str, float], str | None]]:
+        """Per ALT allele ('.' for a record without one): (ALT, its scores by name, why it has none)."""
+        skip = self.skip_reason()
+        out = []
+        for a, alt in enumerate(self.alts or ["."]):
+            scores = {name: v[a] for name, v in self.values.items() if v[a] is not None}
+            out.append((alt, scores, skip or (None if scores else self.allele_reason(a))))
+        return out
+
     def skip_reason(self) -> str | None:
         """The record's SKIP value: None when any allele has a value."""
         unscored = [a for a in range(len(self.alts)) if not self.scored(a)]
