@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from genomelm.errors import FormatError, InputError
+
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:
     """Parameters trained without weight decay: implicit filter, biases, norms (1-D tensors)."""
@@ -199,7 +201,10 @@ class StopRequest:
 
     def __exit__(self, *exc_info) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            # After a SIGTERM the process is on its way out (exit 143): a second one (schedulers and `timeout`
+            # signal the process and its group) must not interrupt the rest of the clean-up.
+            terminating = signum == signal.SIGTERM and self.signal_name == "SIGTERM"
+            signal.signal(signum, signal.SIG_IGN if terminating else handler)
 
     def _handle(self, signum: int, frame) -> None:
         if self.signal_name == "SIGINT" and signum == signal.SIGINT:
@@ -260,8 +265,18 @@ def _swap_in(new: Path, target: Path) -> None:
 def load_training_state(run_dir: str | os.PathLike) -> dict:
     """training_state.pt of RUN_DIR/checkpoint (tensors, numbers, strings and RNG states only)."""
     path = Path(run_dir) / CHECKPOINT_DIR / TRAINING_STATE
-    # weights_only: the state holds tensors and plain Python values only (see portable_rng_state).
-    return torch.load(path, map_location="cpu", weights_only=True)
+    # weights_only: the state holds tensors and plain Python values only (see portable_rng_state); a file
+    # with anything else was not written by genomelm and is never unpickled.
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing; the run cannot be resumed") from None
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:200]
+        raise FormatError(f"{path}: not a genomelm training state ({type(exc).__name__}: {text})") from None
+    if not isinstance(state, dict):
+        raise FormatError(f"{path}: not a genomelm training state (holds a {type(state).__name__})")
+    return state
 
 
 def portable_rng_state() -> dict:

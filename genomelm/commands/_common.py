@@ -12,7 +12,7 @@ import torch
 from genomelm.errors import UsageError
 from genomelm.formats.checkpoint import load_model
 from genomelm.log import get_logger
-from genomelm.model.lm import HyenaDNA
+from genomelm.model.lm import HyenaDNA, check_conv_backend
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -44,15 +44,19 @@ def set_threads(threads: int | None) -> None:
             log.debug("inter-op threads already fixed at %d", torch.get_num_interop_threads())
 
 
-def select_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; an explicit 'cuda' without a GPU is a usage error."""
+def select_device(name: str, conv_backend: str | None = None) -> torch.device:
+    """'auto' -> cuda when available, else cpu; an explicit 'cuda' without a GPU is a usage error, and so is
+    a ``conv_backend`` that is unknown or cannot run on that device."""
     if name not in DEVICES and not name.startswith("cuda:"):
         raise UsageError(f"--device must be one of {', '.join(DEVICES)} (or cuda:N), got {name!r}")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda requested but no CUDA GPU is available (torch.cuda.is_available() is False)")
-    return torch.device(name)
+    else:
+        device = torch.device(name)
+    check_conv_backend(conv_backend, device)
+    return device
 
 
 def autocast(device: torch.device, precision: str):
@@ -72,6 +76,7 @@ def load_inference_model(
     filter_shift: float | None = None,
 ) -> HyenaDNA:
     """Load ``--model`` for inference: eval mode, on ``device``, with the requested conv backend."""
+    check_conv_backend(conv_backend, device)
     model = load_model(spec, trust_checkpoint=trust_checkpoint, filter_shift=filter_shift)
     model.set_conv_backend(conv_backend)
     return model.eval().to(device)

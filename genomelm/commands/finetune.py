@@ -112,7 +112,7 @@ def run(opts: FinetuneOptions) -> FinetuneSummary:
     started = time.perf_counter()
     set_threads(opts.threads)
     seed_everything(opts.seed)
-    device = select_device(opts.device)
+    device = select_device(opts.device, opts.conv_backend)
     precision = resolve_precision(opts.precision, device)
     base = load_model(opts.model, trust_checkpoint=opts.trust_checkpoint)
     max_length = _max_length(opts.max_length, base.l_max)

@@ -86,7 +86,7 @@ def run(opts: PredictOptions) -> PredictSummary:
     _check_options(opts)
     started = time.perf_counter()
     set_threads(opts.threads)
-    device = select_device(opts.device)
+    device = select_device(opts.device, opts.conv_backend)
     precision = resolve_precision(opts.precision, device)
     model, meta = load_classifier(opts.model)
     model.set_conv_backend(opts.conv_backend)

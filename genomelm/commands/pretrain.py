@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from genomelm import __version__
 from genomelm.commands import pretrain_data as data
 from genomelm.commands._common import autocast, select_device, set_threads
-from genomelm.errors import GenomelmError, InputError, UsageError
+from genomelm.errors import FormatError, GenomelmError, InputError, UsageError
 from genomelm.formats.checkpoint import load_checkpoint_dir
 from genomelm.formats.fasta import FastaSource
 from genomelm.log import format_rate, get_logger, progress
@@ -152,7 +152,7 @@ def resolve_options(opts: PretrainOptions) -> PretrainOptions:
     record_path = Path(opts.resume) / "run.json"
     if not (Path(opts.resume) / CHECKPOINT_DIR).is_dir() or not record_path.exists():
         raise InputError(f"--resume {opts.resume}: no checkpoint there (expected run.json and {CHECKPOINT_DIR}/)")
-    recorded = PretrainOptions(**json.loads(record_path.read_text())["options"])
+    recorded = _recorded_options(record_path)
     defaults = PretrainOptions()
     changes = {}
     for f in dataclasses.fields(PretrainOptions):
@@ -165,6 +165,17 @@ def resolve_options(opts: PretrainOptions) -> PretrainOptions:
             raise UsageError(f"--resume: {f.name} was {theirs!r} in that run; it cannot change when resuming")
     changes.update(output=opts.resume, resume=opts.resume)
     return dataclasses.replace(recorded, **changes)
+
+
+def _recorded_options(record_path: Path) -> PretrainOptions:
+    """The options a run recorded in its run.json; anything unreadable is a FormatError naming the file."""
+    try:
+        options = json.loads(record_path.read_text()).get("options")
+        return PretrainOptions(**options)
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as exc:
+        raise FormatError(
+            f"{record_path}: no usable 'options' section ({type(exc).__name__}: {exc}); the run cannot be resumed"
+        ) from None
 
 
 def check_options(opts: PretrainOptions, world_size: int = 1) -> None:
@@ -233,7 +244,7 @@ def run(opts: PretrainOptions) -> PretrainSummary:
     """Pretrain (or resume) a model; returns when done, stopped by a limit or signal (after a checkpoint)."""
     opts = resolve_options(opts)
     set_threads(opts.threads)
-    device = select_device(opts.device)
+    device = select_device(opts.device, opts.conv_backend)
     dist = init_distributed(device.type == "cuda")
     try:
         check_options(opts, dist.world_size)
