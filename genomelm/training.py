@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from genomelm.errors import FormatError, InputError
+from genomelm.errors import FormatError, GenomelmError, InputError
 
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:
@@ -177,6 +177,24 @@ def gather_objects(obj, info: DistInfo) -> list:
     out = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+# --------------------------------------------------------------------------- divergence
+
+
+def stop_if_diverged(loss: float, model: nn.Module, where: str, hint: str = "lower --lr") -> None:
+    """GenomelmError (exit 1) when a training step produced a non-finite loss or weights: saving such a
+    model would only hand NaN to every later command. ``where`` says which step ('epoch 2, step 7')."""
+    if not math.isfinite(loss):
+        raise GenomelmError(f"training diverged at {where}: the loss is {loss}; nothing saved; {hint}")
+    trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not trained:
+        return
+    total = torch.stack([p.detach().float().abs().sum() for _, p in trained]).sum()  # one device sync
+    if bool(torch.isfinite(total)):
+        return
+    name = next(n for n, p in trained if not bool(torch.isfinite(p.detach()).all()))
+    raise GenomelmError(f"training diverged at {where}: weight {name} became non-finite; nothing saved; {hint}")
 
 
 # --------------------------------------------------------------------------- signals

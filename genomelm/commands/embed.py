@@ -23,7 +23,7 @@ from genomelm.commands._common import (
     select_device,
     set_threads,
 )
-from genomelm.errors import UsageError
+from genomelm.errors import InputError, UsageError
 from genomelm.formats.embeddings import EmbeddingWriter
 from genomelm.formats.fasta import FastaSource, Window, parse_regions
 from genomelm.log import get_logger, progress
@@ -188,12 +188,23 @@ def _embed_all(opts, model, device, windows: Iterator[Window], writer, expected:
         for batch in batched(windows, opts.batch_size):
             ids = [tokenizer.encode(w.sequence, record=w.contig, offset=w.start) for w in batch]
             vectors = embed_ids(model, ids, device, opts)
+            _refuse_non_finite(vectors, batch)
             rows += _write_batch(writer, batch, vectors, opts)
             n_windows += len(batch)
             batch_bases = sum(len(i) for i in ids)
             n_bases += batch_bases
             bar.advance(task, batch_bases)
     return rows, n_windows, n_bases
+
+
+def _refuse_non_finite(vectors: list[np.ndarray], batch: list[Window]) -> None:
+    """An embedding with NaN or inf is never written (it would poison every downstream distance)."""
+    for vector, window in zip(vectors, batch):
+        if not np.isfinite(vector).all():
+            raise InputError(
+                f"the model produced non-finite embeddings (NaN or inf) for {window.contig}:{window.start + 1}-"
+                f"{window.end}; nothing written (try --precision fp32, or check the model)"
+            )
 
 
 @torch.no_grad()  # not inference_mode: cached filters and spectra need version counters

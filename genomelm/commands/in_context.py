@@ -62,7 +62,7 @@ from genomelm.prompts import (
     prompt_length,
 )
 from genomelm.tokenizer import PAD_ID, VOCAB, VOCAB_SIZE, CharTokenizer
-from genomelm.training import make_optimizer, seed_everything
+from genomelm.training import make_optimizer, seed_everything, stop_if_diverged
 
 log = get_logger(__name__)
 
@@ -417,6 +417,7 @@ def _train_epoch(ctx: Context, prompts: list[Prompt], trained: torch.nn.Module, 
             torch.nn.utils.clip_grad_norm_(params, CLIP_NORM)
             optimizer.step()
             losses.append(loss.item())
+            stop_if_diverged(losses[-1], trained, f"epoch {epoch + 1}, batch {len(losses)}")
             bar.advance(task, len(batch))
     ctx.model.eval()
     return float(np.mean(losses)) if losses else math.nan

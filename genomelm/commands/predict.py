@@ -39,6 +39,7 @@ from genomelm.tokenizer import CharTokenizer
 log = get_logger(__name__)
 
 NA = "NA"
+NON_FINITE = "non_finite"  # flag of a record whose probabilities came out NaN or inf
 _TOKENIZER = CharTokenizer()
 
 
@@ -103,7 +104,7 @@ def run(opts: PredictOptions) -> PredictSummary:
             task = bar.add_task("predict", total=None)
             for batch in batched(records, opts.batch_size):
                 rows = [_prepare(r, meta, truncate, opts.strict) for r in batch]
-                _write_rows(out, rows, _predict(model, rows, device, precision, meta), has_labels, tally)
+                _write_rows(out, rows, _predict(model, rows, device, precision, meta, opts.strict), has_labels, tally)
                 bar.advance(task, len(batch))
     summary = PredictSummary(
         opts.output, tally.records, tally.predicted, tally.flagged, tally.metrics(), time.perf_counter() - started
@@ -159,15 +160,24 @@ def _flag(record: LabelledRecord, exc: GenomelmError) -> str:
     return _clean(message[len(prefix) :] if message.startswith(prefix) else message).split(";")[0]
 
 
-def _predict(model, rows: list[_Row], device, precision: str, meta: ClassifierMeta) -> list[np.ndarray | None]:
+def _predict(
+    model, rows: list[_Row], device, precision: str, meta: ClassifierMeta, strict: bool = False
+) -> list[np.ndarray | None]:
     """Probabilities (C,) for each unflagged row, None for flagged ones."""
     good = [i for i, row in enumerate(rows) if row.ids is not None]
     probs: list[np.ndarray | None] = [None] * len(rows)
     if good:
         batch = predict_probabilities(model, [rows[i].ids for i in good], device, precision, meta.add_sep)
         for i, p in zip(good, batch):
-            probs[i] = p
+            probs[i] = p if np.isfinite(p).all() else _non_finite(rows[i], strict)
     return probs
+
+
+def _non_finite(row: _Row, strict: bool) -> None:
+    """Probabilities with NaN or inf are never written: the record is flagged (fatal with --strict)."""
+    if strict:
+        raise InputError(f"{row.record.where}: the model produced non-finite probabilities (NaN or inf)")
+    row.flag = NON_FINITE
 
 
 class _Tally:

@@ -24,7 +24,6 @@ scored are written unchanged apart from ``<prefix>SKIP=<reason>`` and counted in
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterator
@@ -46,6 +45,8 @@ from genomelm.commands._common import (
 )
 from genomelm.errors import InputError, RefMismatchError, UsageError
 from genomelm.formats import vcf
+from genomelm.formats.atomic import refuse_overwriting_inputs
+from genomelm.formats.atomic import same_file as _same_file
 from genomelm.formats.fasta import FastaSource, parse_regions
 from genomelm.log import get_logger, progress
 from genomelm.tokenizer import N_ID, PAD_ID, CharTokenizer, reverse_complement_ids
@@ -101,6 +102,7 @@ class ScoreVariantsSummary:
     skipped: Counter = field(default_factory=Counter)  # records without any value, by reason
     alleles_unscored: Counter = field(default_factory=Counter)  # ALT alleles without a value, by reason
     forward_passes: int = 0  # sequences run through the model (one per window and strand)
+    replaced: int = 0  # old INFO values with the output prefix removed from records (a re-run, another tool)
     seconds: float = 0.0
 
     @property
@@ -656,17 +658,12 @@ def _check_paths(opts: ScoreVariantsOptions) -> None:
     vcf.output_format(opts.output)
     if opts.index and vcf.output_format(opts.output) == "vcf":
         raise UsageError("--index needs a bgzipped VCF (.vcf.gz) or BCF (.bcf) output")
-    if opts.output != "-" and opts.input != "-" and _same_file(opts.input, opts.output):
-        raise UsageError("the output must not be the input file")
+    refuse_overwriting_inputs({"--output": opts.output, "--tsv": opts.tsv}, [opts.input, opts.fasta, opts.model])
     if opts.tsv is not None and (opts.tsv == "-" or _same_file(opts.tsv, opts.output)):
         raise UsageError("--tsv needs a file path of its own (not '-' nor the VCF output)")
     vcf.check_writable(opts.output)
     if opts.tsv is not None:
         vcf.check_writable(opts.tsv, "--tsv")
-
-
-def _same_file(a: str, b: str) -> bool:
-    return os.path.abspath(a) == os.path.abspath(b)
 
 
 def model_window(l_max: int) -> int:
@@ -797,7 +794,7 @@ def _finish(scorer: _Scorer, site: _Site, summary: ScoreVariantsSummary, clear: 
         summary.alleles_unscored.update(unscored)
     values = {scorer.keys["skip"]: skip}
     values.update({key: tuple(v) for key, v in site.values.items()})
-    vcf.set_info(site.record, values, clear)
+    summary.replaced += vcf.set_info(site.record, values, clear, prefix=scorer.opts.info_prefix)
 
 
 def _allele_reason(site: _Site, a: int) -> str:
@@ -831,6 +828,8 @@ def _report(summary: ScoreVariantsSummary) -> None:
         skipped,
         summary.output,
     )
+    if summary.replaced:
+        log.info("replaced %d old INFO value(s) with the prefix of the new ones", summary.replaced)
     if summary.alleles_unscored:
         other = ", ".join(f"{reason} {n}" for reason, n in summary.alleles_unscored.most_common())
         log.info("ALT alleles without a value in scored records: %s", other)

@@ -172,6 +172,29 @@ def _fsync_dir(directory: str | os.PathLike) -> None:
             os.close(fd)
 
 
+def check_output_file(path: str | os.PathLike, what: str = "output") -> None:
+    """InputError (exit 1, as for a missing input) unless a file can be created at ``path``: its directory
+    exists (it is never created for a file output), it is not a directory, and the directory is writable.
+    Checked before any work, by every command, for every file output; '-' (stdout) always passes."""
+    path = os.fspath(path)
+    if path == "-":
+        return
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(directory):
+        raise InputError(f"{what} directory does not exist: {directory}")
+    if os.path.isdir(path):
+        raise InputError(f"{what} path is a directory: {path}")
+    probe = None
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".genomelm-probe-")
+        os.close(fd)
+    except OSError as exc:
+        raise InputError(f"cannot write the {what} in {directory} ({exc.strerror})") from None
+    finally:
+        if probe is not None:
+            os.unlink(probe)
+
+
 # --------------------------------------------------------------------------- output names an input
 
 
