@@ -24,6 +24,7 @@ from genomelm.commands._common import (
     set_threads,
 )
 from genomelm.errors import InputError, UsageError
+from genomelm.formats.atomic import check_output_file, refuse_overwriting_inputs
 from genomelm.formats.embeddings import EmbeddingWriter
 from genomelm.formats.fasta import FastaSource, Window, parse_regions
 from genomelm.log import get_logger, progress
@@ -110,15 +111,17 @@ def _check_options(opts: EmbedOptions) -> None:
         raise UsageError("embed writes a binary safetensors file: give -o PATH (not '-')")
     if opts.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {opts.batch_size}")
+    refuse_overwriting_inputs({"--output": opts.output}, [opts.fasta, opts.model, *(opts.regions or [])])
+    check_output_file(opts.output)
 
 
 def _window_and_stride(opts: EmbedOptions, l_max: int) -> tuple[int, int]:
-    window = opts.window or min(l_max, DEFAULT_WINDOW_CAP)
+    window = opts.window if opts.window is not None else min(l_max, DEFAULT_WINDOW_CAP)
     if window < 1:
         raise UsageError(f"--window must be >= 1, got {window}")
     if window > l_max:
         raise UsageError(f"--window {window} is longer than the model's maximum length {l_max}")
-    stride = opts.stride or window
+    stride = opts.stride if opts.stride is not None else window
     if stride < 1:
         raise UsageError(f"--stride must be >= 1, got {stride}")
     return window, stride

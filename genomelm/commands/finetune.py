@@ -29,6 +29,7 @@ from torch import nn
 from genomelm import __version__
 from genomelm.commands._common import autocast, model_label, pad_right, select_device, set_threads
 from genomelm.errors import InputError, UsageError
+from genomelm.formats.atomic import refuse_overwriting_inputs
 from genomelm.formats.checkpoint import TRUNCATIONS, ClassifierMeta, load_model, save_classifier
 from genomelm.formats.labels import Columns, LabelledRecord, class_index, class_names, read_records
 from genomelm.log import get_logger, progress
@@ -167,6 +168,8 @@ def _check_options(opts: FinetuneOptions) -> None:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    inputs = [opts.train, opts.val, opts.test, opts.fasta, opts.labels, opts.model]
+    refuse_overwriting_inputs({"--output": opts.output}, inputs, directories=["--output"])
     output = Path(opts.output)
     if output.exists() and not opts.force and (not output.is_dir() or any(output.iterdir())):
         raise UsageError(f"output {opts.output} already exists; pass --force to replace it")

@@ -14,7 +14,6 @@ import itertools
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from genomelm.commands.finetune import (
     resolve_precision,
 )
 from genomelm.errors import GenomelmError, InputError, UsageError
+from genomelm.formats.atomic import atomic_file, check_output_file, refuse_overwriting_inputs, same_file, write_text
 from genomelm.formats.checkpoint import TRUNCATIONS, ClassifierMeta, load_classifier
 from genomelm.formats.labels import Columns, LabelledRecord, class_index, iter_records
 from genomelm.log import get_logger, progress
@@ -118,6 +118,13 @@ def _check_options(opts: PredictOptions) -> None:
         raise UsageError(f"--batch-size must be >= 1, got {opts.batch_size}")
     if opts.truncate is not None and opts.truncate not in TRUNCATIONS:
         raise UsageError(f"--truncate must be one of {', '.join(TRUNCATIONS)}, got {opts.truncate!r}")
+    outputs = {"--output": opts.output, "--metrics": opts.metrics}
+    refuse_overwriting_inputs(outputs, [opts.input, opts.fasta, opts.labels, opts.model])
+    if opts.metrics is not None and same_file(opts.metrics, opts.output):
+        raise UsageError("--metrics needs a file path of its own (not the --output)")
+    for option, path in outputs.items():
+        if path is not None:
+            check_output_file(path, option)
 
 
 def _records(opts: PredictOptions) -> Iterator[LabelledRecord]:
@@ -238,17 +245,8 @@ def _output(path: str):
         yield sys.stdout
         sys.stdout.flush()
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            yield handle
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    with atomic_file(path, "w", encoding="utf-8") as handle:
+        yield handle
 
 
 def _report(opts: PredictOptions, summary: PredictSummary, meta: ClassifierMeta) -> None:
@@ -259,8 +257,8 @@ def _report(opts: PredictOptions, summary: PredictSummary, meta: ClassifierMeta)
     if summary.metrics is not None:
         report_table({os.path.basename(opts.input): summary.metrics}, meta.classes)
         if opts.metrics:
-            with open(opts.metrics, "w") as handle:
-                json.dump({"input": opts.input, "model": opts.model, "metrics": summary.metrics}, handle, indent=2)
+            record = {"input": opts.input, "model": opts.model, "metrics": summary.metrics}
+            write_text(opts.metrics, json.dumps(record, indent=2))
     elif opts.metrics:
         log.warning("--metrics %s: the input has no labels, no metrics written", opts.metrics)
     log.info("predicted %d record(s) in %.1f s -> %s", summary.predicted, summary.seconds, opts.output)

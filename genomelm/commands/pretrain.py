@@ -30,6 +30,7 @@ from genomelm import __version__
 from genomelm.commands import pretrain_data as data
 from genomelm.commands._common import autocast, select_device, set_threads
 from genomelm.errors import FormatError, GenomelmError, InputError, UsageError
+from genomelm.formats.atomic import refuse_overwriting_inputs
 from genomelm.formats.checkpoint import load_checkpoint_dir
 from genomelm.formats.fasta import FastaSource
 from genomelm.log import format_rate, get_logger, progress
@@ -203,8 +204,17 @@ def check_options(opts: PretrainOptions, world_size: int = 1) -> None:
     if opts.lr <= 0 or opts.warmup_steps < 0 or opts.seqlen_warmup < 0 or opts.val_windows < 0:
         raise UsageError("--lr must be > 0; --warmup-steps, --seqlen-warmup and --val-windows must be >= 0")
     accumulation_steps(opts, world_size)
+    _refuse_overwriting_inputs(opts)
     if not opts.resume:
         model_config(opts)  # e.g. --seq-len beyond l_max: say so before reading the genome
+
+
+def _refuse_overwriting_inputs(opts: PretrainOptions) -> None:
+    """The run directory's files (run.json, metrics.jsonl, checkpoint/) must not be an input."""
+    run_dir = Path(opts.output)
+    written = {f"--output ({name})": run_dir / name for name in ("run.json", "metrics.jsonl", CHECKPOINT_DIR)}
+    inputs = [opts.fasta, opts.train_regions, *(opts.val_regions or [])]
+    refuse_overwriting_inputs(written, inputs, directories=[f"--output ({CHECKPOINT_DIR})"])
 
 
 def _positive(**values: int) -> None:

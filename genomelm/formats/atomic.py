@@ -234,9 +234,10 @@ def refuse_overwriting_inputs(
     inputs: Iterable[str | os.PathLike | None],
     directories: Iterable[str] = (),
 ) -> None:
-    """UsageError when an output would destroy an input: the same file (inode), or, for the outputs named
-    in ``directories`` (a directory that is created or replaced whole), a directory holding an input.
-    ``outputs`` maps the option name ('--output') to the path; None entries are ignored."""
+    """UsageError (exit 2) when an output would destroy an input: the same file (inode, so symlinks and
+    hard links count), or, for the outputs named in ``directories`` (a directory created or replaced
+    whole), a directory holding an input. ``outputs`` maps a label ('--output') to the path; None and
+    '-' entries are ignored, and so are inputs that are '-' (stdin)."""
     files = input_files(inputs)
     for option, output in outputs.items():
         if output is None or os.fspath(output) == "-":

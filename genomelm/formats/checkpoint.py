@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from genomelm.errors import FormatError, InputError, UsageError
+from genomelm.formats import atomic
 from genomelm.log import get_logger
 from genomelm.model.config import PRESETS, HyenaConfig, config_problems, preset
 from genomelm.model.lm import CLASSIFIER_POOLINGS, HyenaDNA, HyenaDNAClassifier
@@ -56,45 +55,22 @@ class LoadReport:
 
 def save_model(model: HyenaDNA, directory: str | os.PathLike, card: str | None = None, **provenance) -> Path:
     """Write ``model`` as a native checkpoint directory, atomically (temp dir + rename)."""
-    from safetensors.torch import save_model as save_safetensors
-
     target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    _apply_umask(staging, 0o777)  # mkdtemp makes it private (0700); a model directory is meant to be shared
-    try:
-        config = model.config.to_dict()
-        config["extra"] = {**config.get("extra", {}), **provenance}
-        meta = {"format": NATIVE_FORMAT, "format_version": NATIVE_VERSION, "vocab": VOCAB, "model": config}
-        (staging / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        save_safetensors(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
-        (staging / "README.md").write_text(card or default_model_card(model))
-        for path in staging.iterdir():
-            _apply_umask(path, 0o666)
-        _replace_dir(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with atomic.atomic_directory(target) as staging:
+        _write_native(model, staging, card, provenance)
     return target
 
 
-def _apply_umask(path: Path, mode: int) -> None:
-    """chmod ``path`` to ``mode`` less the process umask, as a plain open()/mkdir() would have."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(mode & ~umask)
+def _write_native(model: HyenaDNA, staging: Path, card: str | None, provenance: dict) -> None:
+    """config.json, model.safetensors and README.md of ``model`` into the (empty) directory ``staging``."""
+    from safetensors.torch import save_model as save_safetensors
 
-
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Move a finished directory into place; an existing target is replaced only once the new one is whole."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, target)
+    config = model.config.to_dict()
+    config["extra"] = {**config.get("extra", {}), **provenance}
+    meta = {"format": NATIVE_FORMAT, "format_version": NATIVE_VERSION, "vocab": VOCAB, "model": config}
+    (staging / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    save_safetensors(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
+    (staging / "README.md").write_text(card or default_model_card(model))
 
 
 def default_model_card(model: HyenaDNA) -> str:
@@ -605,19 +581,14 @@ def save_classifier(
     writes it (so ``load_model`` still reads it as an LM), ``head.*`` tensors beside it, the ``classifier``
     block in config.json, and ``extra_files`` (name -> text, e.g. metrics.json) in the directory."""
     target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        staging = save_model(model, scratch / "model", card, **provenance)
+    with atomic.atomic_directory(target) as staging:
+        _write_native(model, staging, card, provenance)
         config_path = staging / "config.json"
         config = json.loads(config_path.read_text())
         config[CLASSIFIER_KEY] = meta.to_dict()
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text)
-        _replace_dir(staging, target)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return target
 
 

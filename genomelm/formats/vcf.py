@@ -33,7 +33,7 @@ import pysam.utils
 
 from genomelm.errors import FormatError, InputError, UsageError
 from genomelm.formats import atomic
-from genomelm.formats.fasta import Region, resolve_contig
+from genomelm.formats.fasta import Region, resolve_contig, sniff_compression
 from genomelm.log import get_logger
 
 _log = get_logger(__name__)
@@ -312,16 +312,11 @@ class VariantReader:
 
 
 def is_plain_gzip(path: str) -> bool:
-    """True for a gzip file that is not BGZF (no 'BC' extra field: RFC 1952 + SAM spec §4.1)."""
+    """True for a gzip file that is not BGZF (a file that cannot be read is left to htslib to report)."""
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(18)
-    except OSError:
+        return sniff_compression(path) == "gzip"
+    except (OSError, FormatError):
         return False
-    if head[:2] != b"\x1f\x8b":
-        return False
-    has_extra = len(head) > 3 and head[3] & 4
-    return not (has_extra and head[12:14] == b"BC")
 
 
 def merge_regions(regions: list[Region], contig_order: list[str]) -> list[Region]:

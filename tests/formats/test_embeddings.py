@@ -12,7 +12,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
-from genomelm.errors import UsageError
+from genomelm.errors import InputError, UsageError
 from genomelm.formats.embeddings import EmbeddingWriter
 
 
@@ -169,7 +169,7 @@ def test_failure_while_assembling_cleans_up(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match="cannot write .*x.safetensors: no space left"):
         writer.close()
     assert os.listdir(tmp_path) == []
 
