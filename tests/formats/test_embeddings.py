@@ -194,8 +194,11 @@ def test_output_permissions_follow_the_umask(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o644
 
 
-@pytest.mark.parametrize("output", ["-", "missing-dir/x.safetensors", "."])
-def test_unusable_output_is_a_usage_error(tmp_path, monkeypatch, output):
+@pytest.mark.parametrize(
+    "output, error", [("-", UsageError), ("missing-dir/x.safetensors", InputError), (".", InputError)]
+)
+def test_unusable_output_fails_before_writing(tmp_path, monkeypatch, output, error):
+    # '-' is a usage error; a path that cannot be written is exit 1, as for every file output (formats.atomic)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UsageError):
+    with pytest.raises(error):
         EmbeddingWriter(output)
