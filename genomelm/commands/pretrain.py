@@ -279,9 +279,10 @@ class Trainer:
         self.last_lr = self.last_norm = 0.0
         self.saved_step: int | None = None
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=dist.is_main)
-        self._prepare_run_dir()
+        self._check_run_dir()
         seed_everything(opts.seed + dist.rank)
         self.split, self.sampler, self.val = self._load_data()
+        self._record_run()  # after the data: a FASTA that cannot be used leaves no run directory behind
         self.model = self._build_model()
         self.optimizer = make_optimizer(self.model, opts.lr, opts.weight_decay)
         self.ddp = self._wrap(self.model)
@@ -290,14 +291,17 @@ class Trainer:
 
     # -- setup
 
-    def _prepare_run_dir(self) -> None:
-        """A fresh run refuses a RUN_DIR that holds a checkpoint (unless --force); records run.json."""
-        if self.opts.resume:
-            return
-        if (self.run_dir / CHECKPOINT_DIR).exists() and not self.opts.force:
+    def _check_run_dir(self) -> None:
+        """A fresh run refuses a RUN_DIR that holds a checkpoint (unless --force)."""
+        if not self.opts.resume and (self.run_dir / CHECKPOINT_DIR).exists() and not self.opts.force:
             raise UsageError(
                 f"{self.run_dir} already holds a run: continue it with --resume {self.run_dir}, or pass --force"
             )
+
+    def _record_run(self) -> None:
+        """A fresh run records its settings in RUN_DIR/run.json (and starts a new metrics.jsonl)."""
+        if self.opts.resume:
+            return
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)

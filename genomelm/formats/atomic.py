@@ -31,6 +31,8 @@ NO_ROOM = {
     errno.EDQUOT: "disk quota exceeded",
 }
 
+_SHORT_WRITE = "requested and"  # numpy: "2400 requested and 1000 written"
+
 # Files a model directory is read from: an output naming one of them would destroy the model.
 MODEL_FILES = ("config.json", "model.safetensors", "weights.ckpt", "pytorch_model.bin", "prompt.safetensors")
 
@@ -41,6 +43,8 @@ MODEL_FILES = ("config.json", "model.safetensors", "weights.ckpt", "pytorch_mode
 def no_room(path: str | os.PathLike, exc: BaseException) -> InputError | None:
     """The one-line error for a write that failed for lack of room, or None for any other failure."""
     reason = NO_ROOM.get(getattr(exc, "errno", None))
+    if reason is None and _SHORT_WRITE in str(exc):  # numpy's tofile() reports a short write without errno
+        reason = "short write: no space left on the device or file too large"
     return None if reason is None else InputError(f"cannot write {os.fspath(path)}: {reason}")
 
 
