@@ -463,3 +463,57 @@ def test_corpus_of_bad_inputs_across_every_command(world, tmp_path):
             assert os.listdir(out_dir) == [], where  # no output, no temporary file
     assert before == {name: _digest(path) for name, path in bad_inputs.items() if path.exists()}
     assert world_before == {k: _digest(v) for k, v in world.items() if isinstance(v, Path)}
+
+
+# --------------------------------------------------------------------------- smaller ones
+
+
+def test_a_garbage_fai_is_rebuilt_not_trusted(tmp_path, world):
+    fasta = write_fasta(tmp_path / "g.fa", {"c": random_dna(80)})
+    (tmp_path / "g.fa.fai").write_text("garbage line\n")
+    result = _invoke(["embed", fasta, "-o", tmp_path / "o.st", "-m", world["model"], "--window", 40])
+    assert result.exit_code == 0, result.output
+    assert "g.fa.fai cannot be used" in result.output and (tmp_path / "g.fa.fai").read_text().startswith("c\t80\t")
+
+
+def test_a_mistyped_relative_model_path_is_not_a_hub_id(tmp_path, world, monkeypatch):
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = _invoke(["embed", world["fasta"], "-o", tmp_path / "o.st", "-m", "models/tiyn"])
+    assert "no such model directory (in models: no 'tiyn')" in _one_line_error(result, 2)
+
+
+def test_an_edited_l_max_is_warned_about(tmp_path, monkeypatch):
+    from genomelm.formats import checkpoint
+
+    seen = []
+    monkeypatch.setattr(checkpoint.log, "warning", lambda message, *args: seen.append(message % args))
+    load_model(save_model(tiny_model(), tmp_path / "same"))
+    assert seen == []
+    load_model(_native_config(tmp_path, _changed(l_max=300)))
+    assert len(seen) == 1 and "l_max 300 differs from the 258 the weights were trained with" in seen[0]
+
+
+def test_index_errors_do_not_show_the_hidden_temporary_name(world, tmp_path):
+    g = world["genome"]
+    vcf = tmp_path / "unsorted.vcf"
+    vcf.write_text(_vcf_header() + f"chr1\t50\t.\t{g[49]}\tT\t.\t.\t.\nchr1\t5\t.\t{g[4]}\tT\t.\t.\t.\n")
+    out = tmp_path / "o.vcf.gz"
+    result = _invoke(["score-variants", vcf, "-f", world["fasta"], "-m", world["model"], "-o", out, "--index"])
+    output = _one_line_error(result, 1)
+    assert "must be sorted" in output and ".tmp" not in output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unsorted.vcf"]
+
+
+def test_library_warnings_are_one_line(capsys):
+    import warnings
+
+    from genomelm import log
+
+    original = warnings.showwarning
+    try:
+        log.setup_logging()
+        warnings.showwarning("first line\n  second line", UserWarning, "lib.py", 7)
+        assert capsys.readouterr().err == "genomelm: WARNING: first line second line\n"
+    finally:
+        warnings.showwarning = original

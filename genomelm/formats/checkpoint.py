@@ -33,6 +33,7 @@ HEAD_PREFIX = "head."  # its head's tensors in model.safetensors, beside the bac
 NATIVE_VERSION = 1
 LIGHTNING_SHIFT = 0.0  # the official training code's ExponentialModulation default
 HF_SHIFT = 0.05  # the official standalone / Hugging Face port's default
+TRAINED_L_MAX = "trained_l_max"  # config.json extra: the l_max the weights were made with
 PRESET_SEED = 0  # random weights of `--model PRESET` are drawn from this seed (identical outputs run to run)
 
 # Buffers the official code stores but genomelm recomputes from l_max (checked, then dropped, on import).
@@ -67,6 +68,8 @@ def _write_native(model: HyenaDNA, staging: Path, card: str | None, provenance: 
 
     config = model.config.to_dict()
     config["extra"] = {**config.get("extra", {}), **provenance}
+    # The implicit filters depend on l_max: remember the one the weights were made with (kept across re-saves).
+    config["extra"].setdefault(TRAINED_L_MAX, model.config.l_max)
     meta = {"format": NATIVE_FORMAT, "format_version": NATIVE_VERSION, "vocab": VOCAB, "model": config}
     (staging / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     save_safetensors(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
@@ -87,6 +90,7 @@ def default_model_card(model: HyenaDNA) -> str:
 def load_native(directory: Path) -> HyenaDNA:
     meta = _native_meta(directory)
     model = HyenaDNA(_config_from(meta["model"], directory))
+    _warn_if_l_max_edited(model.config, directory)
     missing, unexpected = _load_safetensors(model, directory / "model.safetensors")
     if model.config.tie_embeddings:
         missing = [k for k in missing if k != "lm_head.weight"]  # stored once, as the embedding
@@ -94,6 +98,18 @@ def load_native(directory: Path) -> HyenaDNA:
         unexpected = [k for k in unexpected if not k.startswith(HEAD_PREFIX)]
     _check_keys(directory, missing, unexpected)
     return model.eval()
+
+
+def _warn_if_l_max_edited(config: HyenaConfig, directory: Path) -> None:
+    trained = config.extra.get(TRAINED_L_MAX)
+    if isinstance(trained, int) and trained != config.l_max:
+        log.warning(
+            "%s: l_max %d differs from the %d the weights were trained with: the implicit filters, and so every "
+            "output, change; set it back unless that is intended",
+            directory / "config.json",
+            config.l_max,
+            trained,
+        )
 
 
 def _native_meta(directory: Path) -> dict:
@@ -422,8 +438,10 @@ def load_model(
         return model
     if path.exists():
         raise UsageError(f"--model {spec}: expected a model directory (config.json + weights), got a file")
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", str(spec)):
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", str(spec)) and not path.parent.is_dir():
         return load_checkpoint_dir(_download_from_hub(str(spec)), trust_checkpoint, filter_shift)
+    if path.parent.is_dir() and str(path.parent) not in ("", "."):  # a mistyped local path, not a Hub id
+        raise UsageError(f"--model {spec}: no such model directory (in {path.parent}: no '{path.name}')")
     raise UsageError(
         f"--model {spec}: no such directory, model in $GENOMELM_HOME/models, preset ({', '.join(PRESETS)}) "
         "or Hugging Face id (org/name)"

@@ -436,6 +436,8 @@ def _open_index(path: str, compression: str):
                 return _faidx(path, path + ".fai", path + ".gzi")
             except OSError:
                 pass  # e.g. pyfaidx decided to rebuild and the directory is read-only
+            except FormatError as exc:  # a malformed .fai/.gzi: rebuilt, never trusted
+                _log.warning("%s.fai cannot be used (%s); indexing the FASTA privately instead", path, exc)
         return _faidx_private(path, compression)
     except (_NotIndexable, OSError) as exc:
         _log.info("%s cannot be indexed (%s): reading it sequentially", path, exc)

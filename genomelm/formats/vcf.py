@@ -505,9 +505,10 @@ class VariantWriter:
             else:
                 pysam.tabix_index(self._tmp, preset="vcf", force=True, csi=csi, index=self._index_tmp)
         except (OSError, pysam.utils.SamtoolsError) as exc:
+            detail = " ".join(str(exc).split()).replace(self._tmp, self.path)  # never show the hidden temp name
             raise FormatError(
                 f"cannot index {self.path}: records must be sorted by contig and position "
-                f"(sort with `bcftools sort`, or drop --index) ({str(exc).strip()})"
+                f"(sort with `bcftools sort`, or drop --index) ({detail})"
             ) from None
 
     def _drop_stale_index(self) -> None:
