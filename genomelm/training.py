@@ -11,9 +11,7 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,37 +245,14 @@ def save_checkpoint(run_dir: str | os.PathLike, model: nn.Module, state: dict, c
     The new directory is built beside the old one and swapped in only when complete, so an interrupted
     save always leaves the previous checkpoint intact.
     """
-    from genomelm.formats.checkpoint import save_model
+    from genomelm.formats import atomic
+    from genomelm.formats.checkpoint import write_native_files
 
-    run_dir = Path(run_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=run_dir))
-    try:
-        written = save_model(model, staging / CHECKPOINT_DIR, card=card, **provenance)
-        torch.save(state, written / TRAINING_STATE)
-        _apply_umask(written)
-        _swap_in(written, run_dir / CHECKPOINT_DIR)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return run_dir / CHECKPOINT_DIR
-
-
-def _apply_umask(directory: Path) -> None:
-    """Temporary directories are private (0700): give the finished checkpoint the usual permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(directory, 0o777 & ~umask)
-    for path in directory.iterdir():
-        os.chmod(path, 0o666 & ~umask)
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Replace ``target`` by the complete directory ``new`` (the old one is removed only afterwards)."""
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
+    target = Path(run_dir) / CHECKPOINT_DIR
+    with atomic.atomic_directory(target) as staging:
+        write_native_files(model, staging, card, provenance)
+        torch.save(state, staging / TRAINING_STATE)
+    return target
 
 
 def load_training_state(run_dir: str | os.PathLike) -> dict:

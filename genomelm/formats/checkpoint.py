@@ -58,11 +58,11 @@ def save_model(model: HyenaDNA, directory: str | os.PathLike, card: str | None =
     """Write ``model`` as a native checkpoint directory, atomically (temp dir + rename)."""
     target = Path(directory)
     with atomic.atomic_directory(target) as staging:
-        _write_native(model, staging, card, provenance)
+        write_native_files(model, staging, card, provenance)
     return target
 
 
-def _write_native(model: HyenaDNA, staging: Path, card: str | None, provenance: dict) -> None:
+def write_native_files(model: HyenaDNA, staging: Path, card: str | None, provenance: dict) -> None:
     """config.json, model.safetensors and README.md of ``model`` into the (empty) directory ``staging``."""
     from safetensors.torch import save_model as save_safetensors
 
@@ -600,7 +600,7 @@ def save_classifier(
     block in config.json, and ``extra_files`` (name -> text, e.g. metrics.json) in the directory."""
     target = Path(directory)
     with atomic.atomic_directory(target) as staging:
-        _write_native(model, staging, card, provenance)
+        write_native_files(model, staging, card, provenance)
         config_path = staging / "config.json"
         config = json.loads(config_path.read_text())
         config[CLASSIFIER_KEY] = meta.to_dict()
