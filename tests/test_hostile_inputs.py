@@ -480,7 +480,7 @@ def test_a_mistyped_relative_model_path_is_not_a_hub_id(tmp_path, world, monkeyp
     (tmp_path / "models").mkdir()
     monkeypatch.chdir(tmp_path)
     result = _invoke(["embed", world["fasta"], "-o", tmp_path / "o.st", "-m", "models/tiyn"])
-    assert "no such model directory (in models: no 'tiyn')" in _one_line_error(result, 2)
+    assert "--model models/tiyn: no such directory (models has no 'tiyn')" in _one_line_error(result, 2)
 
 
 def test_an_edited_l_max_is_warned_about(tmp_path, monkeypatch):

@@ -30,7 +30,7 @@ from genomelm import __version__
 from genomelm.commands import pretrain_data as data
 from genomelm.commands._common import autocast, select_device, set_threads
 from genomelm.errors import FormatError, GenomelmError, InputError, UsageError
-from genomelm.formats.atomic import refuse_overwriting_inputs
+from genomelm.formats.atomic import refuse_overwriting_inputs, write_text
 from genomelm.formats.checkpoint import load_checkpoint_dir
 from genomelm.formats.fasta import FastaSource
 from genomelm.log import format_rate, get_logger, progress
@@ -306,7 +306,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
             record = {"options": asdict(self.opts), "genomelm": __version__, "started": _now()}
-            (self.run_dir / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            write_text(self.run_dir / "run.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     def _load_data(self):
         """Split the genome, read the training intervals, pick the validation windows; fail before training."""

@@ -441,7 +441,7 @@ def load_model(
     if re.fullmatch(r"[\w.-]+/[\w.-]+", str(spec)) and not path.parent.is_dir():
         return load_checkpoint_dir(_download_from_hub(str(spec)), trust_checkpoint, filter_shift)
     if path.parent.is_dir() and str(path.parent) not in ("", "."):  # a mistyped local path, not a Hub id
-        raise UsageError(f"--model {spec}: no such model directory (in {path.parent}: no '{path.name}')")
+        raise UsageError(f"--model {spec}: no such directory ({path.parent} has no '{path.name}')")
     raise UsageError(
         f"--model {spec}: no such directory, model in $GENOMELM_HOME/models, preset ({', '.join(PRESETS)}) "
         "or Hugging Face id (org/name)"

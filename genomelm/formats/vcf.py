@@ -17,8 +17,10 @@ No torch here (layer rule): this module only reads and writes variant files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -41,6 +43,7 @@ _log = get_logger(__name__)
 INFO_ID_RE = re.compile(r"^[A-Za-z_][0-9A-Za-z_.]*$")  # VCF 4.3 §1.6.1 (INFO keys)
 _INFO_TYPES = ("Integer", "Float", "Flag", "Character", "String")
 _BASES = frozenset("ACGT")
+_BGZF_BLOCK = 1 << 16  # bytes htslib writes at once (one BGZF block)
 _TEXT_FLUSH = 4096  # records per write() call in text output
 _END_LINE = '##INFO=<ID=END,Number=1,Type=Integer,Description="End position of the variant (1-based, inclusive)">'
 
@@ -387,9 +390,11 @@ class VariantWriter:
         self._max_pos = 0
         self._tmp = None if path == "-" else _temporary_path(path)
         self._index_tmp: str | None = None
-        # BCF: the records are first written as VCF text, then converted by htslib's own VCF -> BCF path
-        # (bcftools view): pysam's record writer re-derives INFO/END and drops or adds it (see bcf_text).
-        self._bcf_text = _temporary_path(path, ".vcf") if self.format == "bcf" else None
+        # BCF and bgzip: the records are first written as VCF text, then converted in one C call: BCF by
+        # htslib's own VCF -> BCF path (bcftools view; pysam's record writer re-derives INFO/END and drops or
+        # adds it), bgzip by tabix_compress (one clean error on a full disk, where a failing BGZFile cannot
+        # even be closed).
+        self._staged = _temporary_path(path, ".vcf") if self.format != "vcf" else None
         self._closed = False
         try:
             with atomic.write_errors(path):
@@ -406,10 +411,8 @@ class VariantWriter:
             self._shape = _header_shape(header)
         if self.path == "-":
             self._text = stdout or sys.stdout
-        elif self.format == "vcf.gz":
-            self._text = pysam.BGZFile(self._tmp, "wb")
         else:
-            self._text = open(self._bcf_text or self._tmp, "w", encoding="utf-8", errors="surrogateescape")
+            self._text = open(self._staged or self._tmp, "w", encoding="utf-8", errors="surrogateescape")
         self._emit(str(header))
 
     def write(self, record: pysam.VariantRecord) -> None:
@@ -438,9 +441,6 @@ class VariantWriter:
             self._pending = []
 
     def _emit(self, text: str) -> None:
-        if self.format == "vcf.gz":
-            self._text.write(text.encode("utf-8", "surrogateescape"))
-            return
         try:
             self._text.write(text)
         except UnicodeEncodeError:  # bytes that are not UTF-8, passed through: stdout takes them as bytes
@@ -459,8 +459,8 @@ class VariantWriter:
             raise
 
     def _publish(self) -> None:
-        if self._bcf_text is not None:
-            self._convert_to_bcf()
+        if self._staged is not None:
+            self._convert()
         if self.index:
             self._build_index()
         atomic.publish(self._tmp, self.path)
@@ -480,21 +480,36 @@ class VariantWriter:
         else:
             self._text.close()
 
-    def _convert_to_bcf(self) -> None:
-        """The finished VCF text -> BCF, by htslib's VCF parser and BCF writer (what `bcftools view -Ob` does):
-        every record and value as in .vcf output, INFO/END untouched; a record BCF cannot encode -> FormatError."""
+    def _convert(self) -> None:
+        """The finished VCF text -> bgzip (tabix_compress) or BCF (htslib's VCF parser and BCF writer, what
+        `bcftools view -Ob` does: every record and value as in .vcf output, INFO/END untouched; a record
+        BCF cannot encode -> FormatError)."""
         try:
             with atomic.write_errors(self.path):
-                pysam.bcftools.view("--no-version", "-O", "b", "-o", self._tmp, self._bcf_text, catch_stdout=False)
+                if self.format == "vcf.gz":
+                    pysam.tabix_compress(self._staged, self._tmp, force=True)
+                else:
+                    pysam.bcftools.view("--no-version", "-O", "b", "-o", self._tmp, self._staged, catch_stdout=False)
         except pysam.utils.SamtoolsError as exc:
+            if self._room_ran_out():
+                raise atomic.no_room(self.path, OSError(errno.ENOSPC, "")) from None
             detail = " ".join(str(exc).split())
             raise FormatError(
                 f"cannot write {self.path}: htslib cannot encode these records as BCF ({detail}); "
                 "write .vcf or .vcf.gz instead"
             ) from None
         finally:
-            atomic.discard(self._bcf_text)
-            self._bcf_text = None
+            atomic.discard(self._staged)
+            self._staged = None
+
+    def _room_ran_out(self) -> bool:
+        """Whether a failed conversion most likely hit a full disk or the file-size limit (htslib's own
+        message only says it could not write)."""
+        size = os.path.getsize(self._tmp) if self._tmp and os.path.exists(self._tmp) else 0
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        disk = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        near_limit = limit != resource.RLIM_INFINITY and size + _BGZF_BLOCK >= limit
+        return near_limit or disk.f_bavail * disk.f_frsize < _BGZF_BLOCK
 
     def _build_index(self) -> None:
         csi = self.format == "bcf" or self._max_pos >= 1 << 29  # TBI cannot address beyond 2^29
@@ -526,8 +541,8 @@ class VariantWriter:
             self._close_handle()
         except Exception:  # already failing: the original error matters, not this one
             pass
-        atomic.discard(self._tmp, self._index_tmp, self._bcf_text)
-        self._tmp = self._index_tmp = self._bcf_text = None
+        atomic.discard(self._tmp, self._index_tmp, self._staged)
+        self._tmp = self._index_tmp = self._staged = None
 
     def __enter__(self) -> VariantWriter:
         return self
