@@ -208,13 +208,28 @@ def test_4_bcf_output_carries_the_records_of_vcf_output(world, tmp_path):
     assert "END=40" in str(binary[0]) and "END" not in str(binary[1]) and "END=60" in str(binary[2])
 
 
-def test_4_a_record_bcf_cannot_encode_is_one_line_naming_it(world, tmp_path):
-    vcf = tmp_path / "u.vcf"
+def test_4_bcf_accepts_what_vcf_accepts_undeclared_keys_and_contigs(world, tmp_path):
     g = world["genome"]
-    vcf.write_text(_vcf_header() + f"chr1\t10\t.\t{g[9]}\tT\t.\t.\tUNDECLARED=1\n")
-    result = _invoke(["score-variants", vcf, "-f", world["fasta"], "-m", world["model"], "-o", tmp_path / "u.bcf"])
-    assert "record chr1:10" in _one_line_error(result, 1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["u.vcf"]
+    vcf = tmp_path / "u.vcf"
+    header = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ts1\n"
+    vcf.write_text(header + f"chr1\t10\t.\t{g[9]}\tT\t.\tq10\tUNDECLARED=1;END=10\tGT:XX\t0/1:3\n")
+    _score(world, vcf, tmp_path / "u.vcf.out.vcf")
+    _score(world, vcf, tmp_path / "u.bcf")
+    text, binary = (list(pysam.VariantFile(str(tmp_path / n))) for n in ("u.vcf.out.vcf", "u.bcf"))
+    assert [str(r) for r in text] == [str(r) for r in binary] and "UNDECLARED=1;END=10" in str(binary[0])
+
+
+def test_4_a_file_htslib_cannot_encode_as_bcf_is_one_line(world, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise pysam.utils.SamtoolsError("bcftools returned with error 1: [E::bcf_write] Unchecked error at chr1:100")
+
+    monkeypatch.setattr(pysam.bcftools, "view", refuse)
+    result = _invoke(
+        ["score-variants", world["vcf"], "-f", world["fasta"], "-m", world["model"], "-o", tmp_path / "x.bcf"]
+    )
+    output = _one_line_error(result, 1)
+    assert "htslib cannot encode these records as BCF" in output and "chr1:100" in output
+    assert os.listdir(tmp_path) == []
 
 
 def test_5_cr_only_fasta_is_rejected_in_one_line(world, tmp_path):

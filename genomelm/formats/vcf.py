@@ -8,7 +8,8 @@ text output (.vcf, .vcf.gz, '-') is each record as htslib formats it, so nothing
 dropped. htslib re-renders numbers it parsed (a float kept as float32 is printed with 6
 significant digits), exactly as bcftools does. BCF output is that same text converted by htslib's
 VCF parser and BCF writer (`bcftools view -Ob`), so it carries the same records and values (INFO/END
-as written, never recomputed); INFO/END is declared in its header when the input did not.
+as written, never recomputed). Its header is written after the records, so it declares the contigs and
+keys htslib added for records that use them undeclared (and INFO/END, which BCF stores typed).
 Bytes that are not UTF-8 pass through unchanged.
 
 No torch here (layer rule): this module only reads and writes variant files.
@@ -405,35 +406,25 @@ class VariantWriter:
 
     def _open(self, stdout: TextIO | None) -> None:
         header = self._reader.header
-        if self.format == "bcf":
-            if "END" not in header.info:  # BCF stores END typed: records that carry one need it declared
-                header.add_line(_END_LINE)
-            self._shape = _header_shape(header)
         if self.path == "-":
             self._text = stdout or sys.stdout
         else:
             self._text = open(self._staged or self._tmp, "w", encoding="utf-8", errors="surrogateescape")
-        self._emit(str(header))
+        if self.format != "bcf":
+            self._emit(str(header))
+            return
+        # BCF: the header is written last (see _convert), once htslib has added the lines for keys and
+        # contigs the records use without declaring them; BCF stores END typed, so it is declared now.
+        if "END" not in header.info:
+            header.add_line(_END_LINE)
 
     def write(self, record: pysam.VariantRecord) -> None:
         """Append one record (already annotated)."""
         self._max_pos = max(self._max_pos, record.pos)
         with atomic.write_errors(self.path):
-            if self.format == "bcf":
-                self._check_bcf_header(record)
             self._pending.append(str(record))
             if len(self._pending) >= _TEXT_FLUSH:
                 self._flush()
-
-    def _check_bcf_header(self, record: pysam.VariantRecord) -> None:
-        # htslib adds header lines on the fly for contigs/INFO/FORMAT keys a VCF uses without
-        # declaring them; a BCF written with the original header would then be corrupt.
-        if _header_shape(self._reader.header) != self._shape:
-            raise FormatError(
-                f"{self._reader.path}: record {record.chrom}:{record.pos} uses a contig, INFO, FORMAT or FILTER "
-                "key the header does not declare; BCF output needs a complete header: write .vcf/.vcf.gz "
-                "or fix the header (e.g. bcftools reheader --fai REF.fa.fai)"
-            )
 
     def _flush(self) -> None:
         if self._pending:
@@ -489,6 +480,7 @@ class VariantWriter:
                 if self.format == "vcf.gz":
                     pysam.tabix_compress(self._staged, self._tmp, force=True)
                 else:
+                    self._prepend_header()
                     pysam.bcftools.view("--no-version", "-O", "b", "-o", self._tmp, self._staged, catch_stdout=False)
         except pysam.utils.SamtoolsError as exc:
             if self._room_ran_out():
@@ -501,6 +493,17 @@ class VariantWriter:
         finally:
             atomic.discard(self._staged)
             self._staged = None
+
+    def _prepend_header(self) -> None:
+        """The staged BCF records behind the header as it is now: complete, with the lines htslib added for
+        contigs and keys used without a declaration (as bcftools would need them)."""
+        body, self._staged = self._staged, _temporary_path(self.path, ".vcf")
+        try:
+            with open(self._staged, "wb") as out, open(body, "rb") as records:
+                out.write(str(self._reader.header).encode("utf-8", "surrogateescape"))
+                shutil.copyfileobj(records, out, 1 << 20)
+        finally:
+            atomic.discard(body)
 
     def _room_ran_out(self) -> bool:
         """Whether a failed conversion most likely hit a full disk or the file-size limit (htslib's own
@@ -552,11 +555,6 @@ class VariantWriter:
             self.commit()
         else:
             self.abort()
-
-
-def _header_shape(header: pysam.VariantHeader) -> tuple[int, int, int, int]:
-    """How many contigs, INFO, FORMAT and FILTER keys the header declares (grows when htslib adds some)."""
-    return len(header.contigs), len(header.info), len(header.formats), len(header.filters)
 
 
 def set_info(
