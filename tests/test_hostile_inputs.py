@@ -435,6 +435,12 @@ def _bad_inputs(root: Path) -> dict[str, Path]:
     paths["directory"] = root / "a_directory"
     paths["directory"].mkdir()
     paths["missing"] = root / "missing.dat"
+    model = tiny_model()
+    with torch.no_grad():
+        model.backbone.ln_f.bias[0] = float("nan")
+    paths["nan_model"] = save_model(model, root / "nan_model")
+    paths["list_config_model"] = save_model(tiny_model(), root / "list_config_model")
+    (paths["list_config_model"] / "config.json").write_text("[]")
     return paths
 
 
@@ -456,6 +462,9 @@ def _corpus_commands(w, bad: Path, out: Path) -> list[list]:
         ["convert", bad, "-o", out],
         ["pretrain", "--fasta", bad, "-o", out, "--preset", "tiny-1k", "--steps", "1"],
         ["embed", w["fasta"], "-o", out, "-m", bad],
+        ["evaluate", w["fasta"], "-m", bad, "--json", out],
+        ["score-variants", w["vcf"], "-f", w["fasta"], "-m", bad, "-o", out.with_suffix(".vcf")],
+        ["finetune", "--train", w["table"], "--val", w["table"], "-m", bad, "-o", out, "--epochs", "1"],
     ]
 
 
@@ -532,3 +541,13 @@ def test_library_warnings_are_one_line(capsys):
         assert capsys.readouterr().err == "genomelm: WARNING: first line second line\n"
     finally:
         warnings.showwarning = original
+
+
+def test_2_a_soft_prompt_with_non_finite_values_does_not_load(tmp_path):
+    from genomelm.commands import in_context_io
+
+    path = tmp_path / "prompt.safetensors"
+    metadata = {"format": in_context_io.PROMPT_FORMAT, "format_version": str(in_context_io.PROMPT_FORMAT_VERSION)}
+    save_file({"prompt": torch.full((4, 16), float("nan"))}, str(path), metadata=metadata)
+    with pytest.raises(FormatError, match="prompt.safetensors: tensor prompt holds non-finite values"):
+        in_context_io.load_prompt(str(path), tiny_model())

@@ -20,6 +20,7 @@ import torch
 from genomelm import __version__
 from genomelm.errors import FormatError, InputError, UsageError
 from genomelm.formats import atomic
+from genomelm.formats.checkpoint import check_finite
 from genomelm.log import get_logger
 from genomelm.model.lm import HyenaDNA
 from genomelm.model.prompt import SoftPrompt
@@ -161,6 +162,7 @@ def load_prompt(path: str, model: HyenaDNA) -> tuple[SoftPrompt, dict]:
     """A prompt written by ``save_prompt``, checked against ``model``; returns it (eval mode) and its
     metadata: classes (list), label_tokens (list of names), shots (int)."""
     meta, weight = _read_prompt_file(path)
+    check_finite({"prompt": weight}, path)
     if weight.shape[1] != model.config.d_model:
         raise UsageError(
             f"--prompt {path}: width {weight.shape[1]} does not match the model's d_model {model.config.d_model}"

@@ -619,7 +619,7 @@ def is_classifier_dir(directory: str | os.PathLike) -> bool:
         meta = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         return False
-    return meta.get("format") == NATIVE_FORMAT and CLASSIFIER_KEY in meta
+    return isinstance(meta, dict) and meta.get("format") == NATIVE_FORMAT and CLASSIFIER_KEY in meta
 
 
 def load_classifier(directory: str | os.PathLike) -> tuple[HyenaDNAClassifier, ClassifierMeta]:
