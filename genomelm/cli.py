@@ -100,11 +100,14 @@ def _execute(work: Callable[[], object], quiet: bool = False) -> object:
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except _Terminated:
+        _ignore_sigterm()
         _fail("terminated (SIGTERM)", 143)
     except BrokenPipeError:
         _quiet_broken_pipe()
     except MemoryError:
         _fail("out of memory; lower --batch-size or --window", 1)
+    except OSError as exc:
+        _fail_os_error(exc)
     except Exception as exc:  # an unexpected bug: say so in one line, traceback only with --debug
         _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
 
@@ -114,6 +117,15 @@ def _fail(message: str, code: int) -> None:
         traceback.print_exc()
     typer.echo(f"genomelm: error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _fail_os_error(exc: OSError) -> None:
+    """A full disk or a file-size limit hit by a writer that did not name its output: still one line, exit 1."""
+    from genomelm.formats.atomic import NO_ROOM
+
+    if exc.errno in NO_ROOM:
+        _fail(f"cannot write {exc.filename or 'the output'}: {NO_ROOM[exc.errno]}", 1)
+    _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
 
 
 def _quiet_broken_pipe() -> None:
@@ -128,7 +140,16 @@ class _Terminated(BaseException):
 
 
 def _raise_terminated(signum, frame) -> None:
+    _ignore_sigterm()
     raise _Terminated()
+
+
+def _ignore_sigterm() -> None:
+    # Schedulers and `timeout` often signal the process and its group, so a second SIGTERM can follow
+    # at once: ignore it, or it would interrupt the clean-up (checkpoint, temporary files) of the first.
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _flush_stdout_quietly() -> None:

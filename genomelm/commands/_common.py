@@ -9,16 +9,24 @@ import torch
 
 from genomelm.formats.checkpoint import load_model
 from genomelm.log import get_logger
-from genomelm.model.lm import HyenaDNA
+from genomelm.model.lm import HyenaDNA, check_conv_backend
 from genomelm.runtime import (  # noqa: F401  (re-exported)
     autocast,
     batched,
     pad_right,
-    select_device,
     set_threads,
 )
+from genomelm.runtime import select_device as _runtime_device
 
 log = get_logger(__name__)
+
+
+def select_device(name: str, conv_backend: str | None = None) -> torch.device:
+    """runtime.select_device, plus a usage error for a ``conv_backend`` that is unknown or cannot run on
+    that device (checked here, before any work, so it exits 2 rather than failing mid-run)."""
+    device = _runtime_device(name)
+    check_conv_backend(conv_backend, device)
+    return device
 
 
 def load_inference_model(
@@ -29,6 +37,7 @@ def load_inference_model(
     filter_shift: float | None = None,
 ) -> HyenaDNA:
     """Load ``--model`` for inference: eval mode, on ``device``, with the requested conv backend."""
+    check_conv_backend(conv_backend, device)
     model = load_model(spec, trust_checkpoint=trust_checkpoint, filter_shift=filter_shift)
     model.set_conv_backend(conv_backend)
     return model.eval().to(device)

@@ -25,7 +25,8 @@ from genomelm.commands._common import (
     set_threads,
 )
 from genomelm.commands._provenance import command_line, model_line
-from genomelm.errors import UsageError
+from genomelm.errors import InputError, UsageError
+from genomelm.formats.atomic import check_output_file, refuse_overwriting_inputs
 from genomelm.formats.embeddings import EmbeddingWriter
 from genomelm.formats.fasta import FastaSource, Window, parse_regions
 from genomelm.log import get_logger, progress
@@ -112,15 +113,17 @@ def _check_options(opts: EmbedOptions) -> None:
         raise UsageError("embed writes a binary safetensors file: give -o PATH (not '-')")
     if opts.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {opts.batch_size}")
+    refuse_overwriting_inputs({"--output": opts.output}, [opts.fasta, opts.model, *(opts.regions or [])])
+    check_output_file(opts.output)
 
 
 def _window_and_stride(opts: EmbedOptions, l_max: int) -> tuple[int, int]:
-    window = opts.window or min(l_max, DEFAULT_WINDOW_CAP)
+    window = opts.window if opts.window is not None else min(l_max, DEFAULT_WINDOW_CAP)
     if window < 1:
         raise UsageError(f"--window must be >= 1, got {window}")
     if window > l_max:
         raise UsageError(f"--window {window} is longer than the model's maximum length {l_max}")
-    stride = opts.stride or window
+    stride = opts.stride if opts.stride is not None else window
     if stride < 1:
         raise UsageError(f"--stride must be >= 1, got {stride}")
     return window, stride
@@ -194,12 +197,23 @@ def _embed_all(opts, model, device, windows: Iterator[Window], writer, expected:
         for batch in batched(windows, opts.batch_size):
             ids = [tokenizer.encode(w.sequence, record=w.contig, offset=w.start) for w in batch]
             vectors = embed_ids(model, ids, device, opts)
+            _refuse_non_finite(vectors, batch)
             rows += _write_batch(writer, batch, vectors, opts)
             n_windows += len(batch)
             batch_bases = sum(len(i) for i in ids)
             n_bases += batch_bases
             bar.advance(task, batch_bases)
     return rows, n_windows, n_bases
+
+
+def _refuse_non_finite(vectors: list[np.ndarray], batch: list[Window]) -> None:
+    """An embedding with NaN or inf is never written (it would poison every downstream distance)."""
+    for vector, window in zip(vectors, batch):
+        if not np.isfinite(vector).all():
+            raise InputError(
+                f"the model produced non-finite embeddings (NaN or inf) for {window.contig}:{window.start + 1}-"
+                f"{window.end}; nothing written (try --precision fp32, or check the model)"
+            )
 
 
 @torch.no_grad()  # not inference_mode: cached filters and spectra need version counters

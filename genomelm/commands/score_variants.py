@@ -8,7 +8,6 @@ absent where an allele has none. Records that cannot be scored are written uncha
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from contextlib import ExitStack, nullcontext
@@ -19,6 +18,8 @@ from genomelm.commands._common import load_inference_model, model_label, select_
 from genomelm.commands._provenance import command_line, model_line
 from genomelm.errors import InputError, UsageError
 from genomelm.formats import vcf
+from genomelm.formats.atomic import refuse_overwriting_inputs
+from genomelm.formats.atomic import same_file as _same_file
 from genomelm.formats.fasta import parse_regions
 from genomelm.log import get_logger, progress
 from genomelm.variants import (
@@ -79,6 +80,7 @@ class ScoreVariantsSummary:
     skipped: Counter = field(default_factory=Counter)  # records without any value, by reason
     alleles_unscored: Counter = field(default_factory=Counter)  # ALT alleles without a value, by reason
     forward_passes: int = 0  # sequences run through the model (one per window and strand)
+    replaced: int = 0  # old INFO values with the output prefix removed from records (a re-run, another tool)
     seconds: float = 0.0
 
     @property
@@ -156,17 +158,12 @@ def _check_paths(opts: ScoreVariantsOptions) -> None:
     vcf.output_format(opts.output)
     if opts.index and vcf.output_format(opts.output) == "vcf":
         raise UsageError("--index needs a bgzipped VCF (.vcf.gz) or BCF (.bcf) output")
-    if opts.output != "-" and opts.input != "-" and _same_file(opts.input, opts.output):
-        raise UsageError("the output must not be the input file")
+    refuse_overwriting_inputs({"--output": opts.output, "--tsv": opts.tsv}, [opts.input, opts.fasta, opts.model])
     if opts.tsv is not None and (opts.tsv == "-" or _same_file(opts.tsv, opts.output)):
         raise UsageError("--tsv needs a file path of its own (not '-' nor the VCF output)")
     vcf.check_writable(opts.output)
     if opts.tsv is not None:
         vcf.check_writable(opts.tsv, "--tsv")
-
-
-def _same_file(a: str, b: str) -> bool:
-    return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _prepare_header(reader, opts: ScoreVariantsOptions, model, scorer: VariantScorer) -> tuple[bool, dict]:
@@ -205,7 +202,8 @@ def _score_all(opts, scorer: VariantScorer, records, writer, tsv, summary, clear
             for site in sites:
                 skip = _count(opts, site, summary)
                 values = {keys[name]: tuple(v) for name, v in site.values.items()}
-                vcf.set_info(site.record, {keys["skip"]: skip, **values}, clear)
+                record_values = {keys["skip"]: skip, **values}
+                summary.replaced += vcf.set_info(site.record, record_values, clear, prefix=opts.info_prefix)
                 writer.write(site.record)
                 if tsv is not None:
                     _tsv_rows(tsv, site, columns)
@@ -244,6 +242,8 @@ def _report(summary: ScoreVariantsSummary) -> None:
         *(summary.scored, summary.records, summary.alleles_scored, summary.forward_passes, summary.seconds),
         *(summary.variants_per_second, skipped, summary.output),
     )
+    if summary.replaced:
+        log.info("replaced %d old INFO value(s) with the prefix of the new ones", summary.replaced)
     if summary.alleles_unscored:
         other = ", ".join(f"{reason} {n}" for reason, n in summary.alleles_unscored.most_common())
         log.info("ALT alleles without a value in scored records: %s", other)

@@ -9,8 +9,18 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from genomelm.errors import UsageError
+from genomelm.kernels import resolve_backend
 from genomelm.model.config import HyenaConfig
 from genomelm.model.hyena import Block
+
+
+def check_conv_backend(backend: str | None, device: torch.device) -> None:
+    """UsageError (exit 2, with the choices) for an unknown --conv-backend or $GENOMELM_CONV_BACKEND, or for
+    'cuda' where it cannot run: checked before the model is loaded, not at its first forward pass."""
+    try:
+        resolve_backend(backend, device)
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(f"--conv-backend: {exc}") from None
 
 
 class Embeddings(nn.Module):
