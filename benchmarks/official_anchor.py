@@ -171,10 +171,8 @@ def inference_table(official, args) -> None:
     for text in args.inference:
         name, batch, length = parse_config(text)
         for precision in args.precision:
-            rates = [
-                run_one(factory, partial(inference_rate, batch=batch, length=length, precision=precision, args=args), train=False)
-                for _, factory in contenders(official, name, args)
-            ]
+            measure = partial(inference_rate, batch=batch, length=length, precision=precision, args=args)
+            rates = [run_one(factory, measure, train=False) for _, factory in contenders(official, name, args)]
             print(_row([f"{name} {batch} x {length:,}", precision, *_rates_with_ratios(rates)]), flush=True)
 
 
