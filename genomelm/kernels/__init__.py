@@ -72,6 +72,12 @@ def _cuda_backend():
     return _fused[0], _fused[2]
 
 
+def _fused_module(index: int):
+    """The imported fused module at ``index`` of _fused (0: fftconv_cuda, 1: layer_norm_cuda)."""
+    _cuda_backend()
+    return _fused[index]
+
+
 @_traceable_constant
 def default_backend() -> str:
     """The backend named by GENOMELM_CONV_BACKEND, or 'auto'."""
@@ -134,7 +140,7 @@ def fftconv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor, backend: str | No
     """Causal FFT convolution (B, C, L) x (C, L) + D (C,) -> (B, C, L); see fftconv_ref."""
     if resolve_backend(backend, u.device) == "cuda":
         fast = use_fast_mode(u.dtype, u.shape[-1], needs_grad(u, k, D))
-        return _cuda_backend()[0].fftconv(u, k, D, fast=fast)
+        return _fused_module(0).fftconv(u, k, D, fast=fast)
     return fftconv_ref(u, k, D)
 
 
@@ -142,12 +148,12 @@ def hyena_mix(projected, short_weight, short_bias, k, D, backend: str | None = N
     """Short conv + gates + long conv of the Hyena operator, (B, L, 3C) -> (B, L, C); see hyena_mix_ref."""
     if resolve_backend(backend, projected.device) == "cuda":
         fast = use_fast_mode(projected.dtype, projected.shape[1], needs_grad(projected, short_weight, short_bias, k, D))
-        return _cuda_backend()[0].hyena_mix(projected, short_weight, short_bias, k, D, fast=fast)
+        return _fused_module(0).hyena_mix(projected, short_weight, short_bias, k, D, fast=fast)
     return hyena_mix_ref(projected, short_weight, short_bias, k, D)
 
 
 def add_layer_norm(x, residual, weight, bias, eps: float, out_dtype: torch.dtype, backend: str | None = None):
     """(residual + x) in fp32 and its LayerNorm cast to ``out_dtype``, (..., D) -> both; see add_layer_norm_ref."""
     if resolve_backend(backend, residual.device) == "cuda":
-        return _fused[1].add_layer_norm(x, residual, weight, bias, eps, out_dtype)
+        return _fused_module(1).add_layer_norm(x, residual, weight, bias, eps, out_dtype)
     return add_layer_norm_ref(x, residual, weight, bias, eps, out_dtype)
