@@ -25,6 +25,7 @@ from genomelm.kernels.layer_norm_ref import add_layer_norm_ref
 
 BACKENDS = ("auto", "torch", "cuda")
 ENV_VAR = "GENOMELM_CONV_BACKEND"
+COMPILE_ENV_VAR = "GENOMELM_COMPILE"  # 1: torch.compile the model's blocks (the CLI's --compile sets it)
 MODES = ("auto", "precise", "fast")
 MODE_ENV_VAR = "GENOMELM_CONV_MODE"
 # auto picks fast mode for bf16/fp16 inference from FAST_AUTO_MIN_LEN to FAST_AUTO_MAX_LEN tokens, where the fast
@@ -41,6 +42,7 @@ __all__ = [
     "MODES",
     "add_layer_norm",
     "add_layer_norm_ref",
+    "compile_requested",
     "fft_size",
     "fftconv",
     "fftconv_ref",
@@ -129,6 +131,11 @@ def use_fast_mode(dtype: torch.dtype, seq_len: int, needs_grad: bool = False) ->
         return mode == "fast"
     low_precision = dtype in (torch.bfloat16, torch.float16)
     return low_precision and FAST_AUTO_MIN_LEN <= seq_len <= FAST_AUTO_MAX_LEN and not needs_grad
+
+
+def compile_requested() -> bool:
+    """True when GENOMELM_COMPILE (or the CLI's --compile) asks for torch.compile'd blocks."""
+    return os.environ.get(COMPILE_ENV_VAR, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def needs_grad(*tensors: torch.Tensor | None) -> bool:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from genomelm.errors import UsageError
-from genomelm.kernels import add_layer_norm
+from genomelm.kernels import add_layer_norm, compile_requested
+from genomelm.log import get_logger
 from genomelm.model.config import HyenaConfig
 from genomelm.model.hyena import Block
+
+log = get_logger(__name__)
 
 
 class Embeddings(nn.Module):
@@ -35,6 +39,7 @@ class Backbone(nn.Module):
         self.gradient_checkpointing = False
         self.kernel_backend: str | None = None  # None = kernels' default (env var or auto); see set_conv_backend
         self.compiled = False  # blocks compiled by torch.compile (set_compile): filters computed outside them
+        self._compiled_keys: set[tuple] = set()  # (shape, grad, autocast) already compiled: for the log line
 
     def forward(
         self,
@@ -47,6 +52,26 @@ class Backbone(nn.Module):
         upto_layer None (or n_layer): the final normalised output (what the LM head reads).
         upto_layer i in [0, n_layer): the residual stream after i blocks (0 = the token embeddings).
         """
+        if not self.compiled:
+            return self._forward(input_ids, inputs_embeds, upto_layer)
+        return self._compiled_forward(input_ids, inputs_embeds, upto_layer)
+
+    def _compiled_forward(self, input_ids, inputs_embeds, upto_layer) -> torch.Tensor:
+        """_forward, logging the time of the first call of each shape (what torch.compile's compilation costs)."""
+        shape = tuple((input_ids if inputs_embeds is None else inputs_embeds).shape)
+        key = (shape, torch.is_grad_enabled(), torch.is_autocast_enabled(self.ln_f.weight.device.type))
+        if key in self._compiled_keys:
+            return self._forward(input_ids, inputs_embeds, upto_layer)
+        started = time.perf_counter()
+        out = self._forward(input_ids, inputs_embeds, upto_layer)
+        if out.is_cuda:
+            torch.cuda.synchronize(out.device)
+        self._compiled_keys.add(key)
+        log.info("torch.compile: first forward of shape %s took %.1f s (compilation included)", shape,
+                 time.perf_counter() - started)  # fmt: skip
+        return out
+
+    def _forward(self, input_ids, inputs_embeds, upto_layer) -> torch.Tensor:
         hidden = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
         residual, branch = self.drop_embed(hidden), None  # (B, L, D); the stream is residual + branch
         n_blocks = len(self.layers) if upto_layer is None else upto_layer
@@ -101,10 +126,15 @@ class HyenaDNA(nn.Module):
         return self.config.l_max
 
     def set_conv_backend(self, backend: str | None) -> None:
-        """'torch', 'cuda', 'auto' or None (GENOMELM_CONV_BACKEND / auto) for every Hyena operator."""
+        """'torch', 'cuda', 'auto' or None (GENOMELM_CONV_BACKEND / auto) for every fused kernel of the model.
+
+        Every command calls this when it sets up its model: GENOMELM_COMPILE=1 (--compile) compiles the blocks here.
+        """
         for layer in self.backbone.layers:
             layer.mixer.conv_backend = backend
         self.backbone.kernel_backend = backend
+        if compile_requested():
+            self.set_compile(True)
 
     def set_compile(self, enabled: bool) -> None:
         """Compile every block with torch.compile (opt-in: --compile / GENOMELM_COMPILE=1), or undo it.

@@ -28,7 +28,7 @@ def _traced_block_matches_eager(model, device: torch.device) -> None:
     outs = [fn(inp, inp * 0.5, k) for fn, inp in zip((compiled, block), inputs)]
     for got, want in zip(*outs):
         torch.testing.assert_close(got, want)
-    for (residual, branch), inp in zip(outs, inputs):
+    for residual, branch in outs:
         (residual.sum() + (branch * branch).sum()).backward()
     torch.testing.assert_close(inputs[0].grad, inputs[1].grad)
 
@@ -56,6 +56,17 @@ def test_set_compile_keeps_parameter_names_and_can_be_undone():
     model.set_compile(False)
     assert not model.backbone.compiled
     assert all(layer._compiled_call_impl is None for layer in model.backbone.layers)
+
+
+def test_genomelm_compile_env_compiles_where_commands_set_the_backend(monkeypatch):
+    """--compile sets GENOMELM_COMPILE=1; every command's set_conv_backend then compiles the blocks."""
+    monkeypatch.delenv(kernels.COMPILE_ENV_VAR, raising=False)
+    model = tiny_model()
+    model.set_conv_backend(None)
+    assert not model.backbone.compiled
+    monkeypatch.setenv(kernels.COMPILE_ENV_VAR, "1")
+    model.set_conv_backend("torch")
+    assert model.backbone.compiled and all(layer._compiled_call_impl is not None for layer in model.backbone.layers)
 
 
 @pytest.mark.gpu
