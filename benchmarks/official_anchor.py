@@ -93,8 +93,15 @@ def genomelm_model(name: str, compile_blocks: bool) -> HyenaDNA:
     return model
 
 
+FIRST_STEP_SECONDS: dict[str, float] = {}  # wall seconds of the last measured model's first step (compilation)
+
+
 def median_seconds(step, device, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
+    started = time.perf_counter()
+    step()
+    torch.cuda.synchronize()
+    FIRST_STEP_SECONDS["last"] = time.perf_counter() - started
+    for _ in range(warmup - 1):
         step()
     torch.cuda.synchronize()
     return statistics.median(seconds(step, device) for _ in range(repeats))
@@ -141,6 +148,7 @@ def contenders(official, name: str, args):
 
 
 def run_one(factory, measure, train: bool) -> float:
+    torch._dynamo.reset()  # each compiled model compiles afresh (no cache-size limit reached across shapes)
     torch.manual_seed(0)
     model = factory().cuda().train(train)
     try:
@@ -163,31 +171,39 @@ def _rates_with_ratios(rates: list[float]) -> list[str]:
     return cells + [f"{r / rates[0]:.2f}x" for r in rates[1:]]
 
 
+def _header(labels: list[str], first: list[str], args) -> None:
+    extra = ["first step s (compile)"] if args.compile else []
+    print(_row([*first, *labels, *(f"{lab} / official" for lab in labels[1:]), *extra]))
+    print(_row(["---"] * (len(first) + 2 * len(labels) - 1 + len(extra))))
+
+
+def _measure_all(official, name: str, measure, train: bool, args) -> list[str]:
+    """Rates and ratios of every contender, and (with --compile) the compiled model's first-step seconds."""
+    rates = [run_one(factory, measure, train=train) for _, factory in contenders(official, name, args)]
+    extra = [f"{FIRST_STEP_SECONDS['last']:.1f}"] if args.compile else []
+    return _rates_with_ratios(rates) + extra
+
+
 def inference_table(official, args) -> None:
     labels = [label for label, _ in contenders(official, "small-32k", args)]
     print("\n## Inference (forward without grad + mean pooling), Mbp/s")
-    print(_row(["shape", "precision", *labels, *(f"{lab} / official" for lab in labels[1:])]))
-    print(_row(["---"] * (2 * len(labels) + 1)))
+    _header(labels, ["shape", "precision"], args)
     for text in args.inference:
         name, batch, length = parse_config(text)
         for precision in args.precision:
             measure = partial(inference_rate, batch=batch, length=length, precision=precision, args=args)
-            rates = [run_one(factory, measure, train=False) for _, factory in contenders(official, name, args)]
-            print(_row([f"{name} {batch} x {length:,}", precision, *_rates_with_ratios(rates)]), flush=True)
+            cells = _measure_all(official, name, measure, False, args)
+            print(_row([f"{name} {batch} x {length:,}", precision, *cells]), flush=True)
 
 
 def training_table(official, args) -> None:
     labels = [label for label, _ in contenders(official, "small-32k", args)]
     print(f"\n## Training (forward + backward + AdamW, bf16 autocast, {TRAINING_TOKENS:,} tokens/step), M tokens/s")
-    print(_row(["shape", "batch", *labels, *(f"{lab} / official" for lab in labels[1:])]))
-    print(_row(["---"] * (2 * len(labels) + 1)))
+    _header(labels, ["shape", "batch"], args)
     for name, length in args.training:
-        rates = [
-            run_one(factory, partial(training_rate, length=length, args=args), train=True)
-            for _, factory in contenders(official, name, args)
-        ]
+        cells = _measure_all(official, name, partial(training_rate, length=length, args=args), True, args)
         batch = max(1, TRAINING_TOKENS // length)
-        print(_row([f"{name} @ {length:,}", str(batch), *_rates_with_ratios(rates)]), flush=True)
+        print(_row([f"{name} @ {length:,}", str(batch), *cells]), flush=True)
 
 
 def main() -> None:

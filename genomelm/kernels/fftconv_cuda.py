@@ -558,19 +558,20 @@ def _mix_bwd_op(
     spectrum = torch.view_as_complex(k_f) if k_f.numel() else _filter_spectrum(k, n)
     grads = _mix_backward(grad_out, projected, short_weight, short_bias, spectrum, D, k.shape[-1], need_k)
     grad_p, grad_w, grad_b, grad_k, grad_d = grads
-    grad_k = grad_k.to(k.dtype) if need_k else k.new_empty((0,))
+    grad_k = grad_k.to(k.dtype).contiguous() if need_k else k.new_empty((0,))
     grad_w = grad_w.reshape(short_weight.shape).to(short_weight.dtype)
     return grad_p, grad_w, grad_b.to(short_bias.dtype), grad_k, grad_d.to(D.dtype)
 
 
 @_mix_bwd_op.register_fake
 def _(grad_out, projected, short_weight, short_bias, k, k_f, D, need_k):
+    # Contiguous, whatever the inputs' strides (k is a transposed view in the model): as the real outputs.
     return (
-        torch.empty_like(projected, memory_format=torch.contiguous_format),
-        torch.empty_like(short_weight),
-        torch.empty_like(short_bias),
-        torch.empty_like(k) if need_k else k.new_empty((0,)),
-        torch.empty_like(D),
+        projected.new_empty(projected.shape),
+        short_weight.new_empty(short_weight.shape),
+        short_bias.new_empty(short_bias.shape),
+        k.new_empty(k.shape if need_k else (0,)),
+        D.new_empty(D.shape),
     )
 
 
