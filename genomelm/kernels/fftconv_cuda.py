@@ -372,11 +372,13 @@ def _spectrum(x_pad: torch.Tensor) -> torch.Tensor:
 
 
 def _filter_spectrum(k: torch.Tensor, n: int) -> torch.Tensor:
-    """(C, L) filter -> (C, n/2+1) complex64; computed once per call and shared by the whole batch.
+    """(C, L) filter -> (C, n/2+1) complex64 scaled by 1/n; computed once per call, shared by the whole batch.
 
-    Padded by our kernel rather than by rfft(k, n=n), which casts and pads in separate passes.
+    The inverse FFT's 1/n is folded in here, on C*(n/2+1) numbers, so ``_inverse`` needs no scaling pass over the
+    B*C*n outputs (torch.fft.irfft's default norm runs one more elementwise kernel). Padded by our kernel rather
+    than by rfft(k, n=n), which casts and pads in separate passes.
     """
-    return _spectrum(_pad_rows(k.unsqueeze(0), n))[0]
+    return torch.fft.rfft(_pad_rows(k.unsqueeze(0), n)[0], norm="forward")
 
 
 # Filter-spectrum cache (inference): HyenaFilter.filter returns the same k tensor while the weights are unchanged and
@@ -432,8 +434,8 @@ def _uses_spectrum_cache(k: torch.Tensor) -> bool:
 
 
 def _inverse(spec: torch.Tensor, n: int) -> torch.Tensor:
-    """(..., n/2+1) -> (..., n) fp32; with rfft's default norm this is the exact inverse (1/n applied here)."""
-    return torch.fft.irfft(spec, n=n)
+    """(..., n/2+1) -> (..., n) fp32, unscaled: exact for spectra that carry the filter spectrum's 1/n."""
+    return torch.fft.irfft(spec, n=n, norm="forward")
 
 
 def _filter_grad(g_spec: torch.Tensor, u_spec: torch.Tensor, n: int, k_len: int) -> torch.Tensor:
@@ -444,7 +446,7 @@ def _filter_grad(g_spec: torch.Tensor, u_spec: torch.Tensor, n: int, k_len: int)
     cross = g_spec[0] * u_spec[0].conj()  # (C, n/2+1)
     for b in range(1, g_spec.shape[0]):
         cross += g_spec[b] * u_spec[b].conj()
-    return _inverse(cross, n)[:, :k_len]
+    return torch.fft.irfft(cross, n=n)[:, :k_len]  # no filter spectrum in cross: the 1/n applied here
 
 
 # --------------------------------------------------------------------------------------------------------------
