@@ -80,13 +80,18 @@ def _fused_module(index: int):
     return _fused[index]
 
 
+def _env_choice(variable: str, choices: tuple[str, ...]) -> str:
+    """The value of ``variable`` (case-insensitive), one of ``choices``; unset or empty means choices[0]."""
+    name = os.environ.get(variable, choices[0]).strip().lower() or choices[0]
+    if name not in choices:
+        raise ValueError(f"{variable}={name!r} is not one of {', '.join(choices)}")
+    return name
+
+
 @_traceable_constant
 def default_backend() -> str:
     """The backend named by GENOMELM_CONV_BACKEND, or 'auto'."""
-    name = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
-    if name not in BACKENDS:
-        raise ValueError(f"{ENV_VAR}={name!r} is not one of {', '.join(BACKENDS)}")
-    return name
+    return _env_choice(ENV_VAR, BACKENDS)
 
 
 def resolve_backend(backend: str | None, device: torch.device) -> str:
@@ -114,10 +119,7 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
 @_traceable_constant
 def conv_mode() -> str:
     """The mode named by GENOMELM_CONV_MODE: auto (default), precise or fast."""
-    name = os.environ.get(MODE_ENV_VAR, "auto").strip().lower() or "auto"
-    if name not in MODES:
-        raise ValueError(f"{MODE_ENV_VAR}={name!r} is not one of {', '.join(MODES)}")
-    return name
+    return _env_choice(MODE_ENV_VAR, MODES)
 
 
 def use_fast_mode(dtype: torch.dtype, seq_len: int, needs_grad: bool = False) -> bool:

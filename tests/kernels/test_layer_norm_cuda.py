@@ -7,21 +7,14 @@ with a float64 evaluation of the same formula and with the reference.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from genomelm.kernels import add_layer_norm_ref
+from tests.kernels._device import INTERPRET, kernel_test_device
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if torch.cuda.is_available():
-    DEVICE = torch.device("cuda")
-elif INTERPRET:
-    DEVICE = torch.device("cpu")
-else:
-    pytest.skip("needs a CUDA GPU (or TRITON_INTERPRET=1)", allow_module_level=True)
+DEVICE = kernel_test_device()
 ln = pytest.importorskip("genomelm.kernels.layer_norm_cuda", reason="triton is not installed")
 
 pytestmark = pytest.mark.gpu
