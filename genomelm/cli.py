@@ -74,8 +74,18 @@ def main_options(
     ] = False,
     quiet: QuietOpt = False,
     debug: Annotated[bool, typer.Option("--debug", help="Full tracebacks on errors.")] = False,
+    compile_blocks: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="torch.compile the model's blocks (GPU; the first batch of each shape pays the compilation). "
+            "Same as $GENOMELM_COMPILE=1.",
+        ),
+    ] = False,
 ) -> None:
     _state["debug"] = debug or bool(os.environ.get("GENOMELM_DEBUG"))
+    if compile_blocks:
+        os.environ["GENOMELM_COMPILE"] = "1"  # read where every command sets the model's kernels
     _state["quiet"] = quiet
     _use_genomelm_home()
 
