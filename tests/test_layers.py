@@ -78,7 +78,6 @@ FLOORS = [
 # commands/ that the engine-floor issue for training/classification moves down. This list only shrinks.
 KNOWN_COMMAND_TO_COMMAND = {
     ("genomelm.commands.in_context", "genomelm.commands.in_context_io"),
-    ("genomelm.commands.predict", "genomelm.commands.finetune"),
 }
 
 

@@ -21,19 +21,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genomelm.commands._common import batched, select_device, set_threads
-from genomelm.commands.finetune import (
-    classification_metrics,
-    fit_length,
-    predict_probabilities,
-    report_table,
-    resolve_precision,
-)
+from genomelm.classify.data import fit_length
+from genomelm.classify.engine import predict_probabilities
+from genomelm.classify.metrics import classification_metrics, report_table
+from genomelm.commands._common import select_device
 from genomelm.errors import GenomelmError, InputError, UsageError
 from genomelm.formats.atomic import atomic_file, check_output_file, refuse_overwriting_inputs, same_file, write_text
 from genomelm.formats.checkpoint import TRUNCATIONS, ClassifierMeta, load_classifier
 from genomelm.formats.labels import Columns, LabelledRecord, class_index, iter_records
 from genomelm.log import get_logger, progress
+from genomelm.runtime import batched, resolve_precision, set_threads
 from genomelm.tokenizer import CharTokenizer
 
 log = get_logger(__name__)

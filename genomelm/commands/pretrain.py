@@ -26,6 +26,7 @@ from genomelm.errors import FormatError, InputError, UsageError
 from genomelm.formats.atomic import refuse_overwriting_inputs
 from genomelm.log import get_logger
 from genomelm.model.config import PRESETS
+from genomelm.runtime import PRECISION_CHOICES
 from genomelm.training import CHECKPOINT_DIR, close_distributed, init_distributed
 from genomelm.training.pretrainer import PretrainSummary, Trainer, accumulation_steps, model_config
 
@@ -33,7 +34,6 @@ __all__ = ["PretrainOptions", "PretrainSummary", "run", "resolve_options", "chec
 
 log = get_logger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16")
 # Settings that may differ when resuming: where things are and how the job runs, not what it computes.
 RESUMABLE_CHANGES = (
     "fasta",
@@ -149,8 +149,8 @@ def check_options(opts: PretrainOptions, world_size: int = 1) -> None:
     )
     if opts.seq_len < 2:
         raise UsageError(f"--seq-len must be >= 2, got {opts.seq_len}")
-    if opts.precision not in PRECISIONS:
-        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {opts.precision!r}")
+    if opts.precision not in PRECISION_CHOICES:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {opts.precision!r}")
     if not 0 <= opts.max_n_frac <= 1:
         raise UsageError(f"--max-n-frac must be between 0 and 1, got {opts.max_n_frac}")
     if opts.lr <= 0 or opts.warmup_steps < 0 or opts.seqlen_warmup < 0 or opts.val_windows < 0:

@@ -27,6 +27,7 @@ from genomelm.formats.fasta import FastaSource
 from genomelm.log import format_rate, get_logger, progress
 from genomelm.model.config import HyenaConfig, preset
 from genomelm.model.lm import HyenaDNA
+from genomelm.runtime import resolve_precision
 from genomelm.training import windows as data
 from genomelm.training.distributed import DistInfo, all_reduce, gather_objects
 from genomelm.training.losses import forward_loss, window_nll
@@ -99,7 +100,7 @@ class Trainer:
     def __init__(self, opts: Options, device: torch.device, dist: DistInfo, started: float | None = None):
         self.opts, self.device, self.dist = opts, device, dist
         self.started = time.perf_counter() if started is None else started  # the time limit counts from here
-        self.precision = opts.precision if opts.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+        self.precision = resolve_precision(opts.precision, device)
         self.run_dir = Path(opts.output)
         self.accum = accumulation_steps(opts, dist.world_size)
         self.tokens_per_step = opts.batch_size * self.accum * dist.world_size * opts.seq_len
