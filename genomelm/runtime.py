@@ -74,6 +74,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name for reports (metrics.json, model cards); 'cpu' otherwise."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Consecutive lists of ``size`` items (the last may be shorter)."""
     if size < 1:

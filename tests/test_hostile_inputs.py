@@ -549,7 +549,7 @@ def test_library_warnings_are_one_line(capsys):
 
 
 def test_2_a_soft_prompt_with_non_finite_values_does_not_load(tmp_path):
-    from genomelm.commands import in_context_io
+    from genomelm.formats import soft_prompt as in_context_io
 
     path = tmp_path / "prompt.safetensors"
     metadata = {"format": in_context_io.PROMPT_FORMAT, "format_version": str(in_context_io.PROMPT_FORMAT_VERSION)}

@@ -33,7 +33,7 @@ from genomelm.formats.checkpoint import TRUNCATIONS, ClassifierMeta, load_model,
 from genomelm.formats.labels import Columns, LabelledRecord, class_names, read_records
 from genomelm.log import get_logger
 from genomelm.model.lm import CLASSIFIER_POOLINGS, HyenaDNAClassifier
-from genomelm.runtime import PRECISION_CHOICES, resolve_precision, set_threads
+from genomelm.runtime import PRECISION_CHOICES, device_name, resolve_precision, set_threads
 from genomelm.training import seed_everything
 
 log = get_logger(__name__)
@@ -229,7 +229,7 @@ def _save(model, meta: ClassifierMeta, opts: FinetuneOptions, summary: FinetuneS
         "history": summary.history,
         "trainable_parameters": summary.trainable_parameters,
         "seconds": round(summary.seconds, 2),
-        "device": _device_name(device),
+        "device": device_name(device),
         "precision": precision,
         "date": datetime.date.today().isoformat(),
         "versions": {"genomelm": __version__, "torch": torch.__version__},
@@ -240,10 +240,6 @@ def _save(model, meta: ClassifierMeta, opts: FinetuneOptions, summary: FinetuneS
     save_classifier(
         model.cpu(), meta, opts.output, card, {"metrics.json": metrics}, finetuned_from=meta.training["base_model"]
     )
-
-
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def _model_card(model, meta: ClassifierMeta, summary: FinetuneSummary) -> str:
