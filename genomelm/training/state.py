@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from genomelm.errors import FormatError, GenomelmError, InputError
+from genomelm.formats import atomic
 
 
 def seed_everything(seed: int) -> None:
@@ -109,7 +110,6 @@ def save_checkpoint(run_dir: str | os.PathLike, model: nn.Module, state: dict, c
     The new directory is built beside the old one and swapped in only when complete, so an interrupted
     save always leaves the previous checkpoint intact.
     """
-    from genomelm.formats import atomic
     from genomelm.formats.checkpoint import write_native_files
 
     target = Path(run_dir) / CHECKPOINT_DIR
@@ -156,9 +156,7 @@ class MetricsLog:
         if not self.enabled or not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        partial = self.path.with_suffix(".jsonl.partial")
-        partial.write_text("".join(line + "\n" for line in kept))
-        os.replace(partial, self.path)
+        atomic.write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
         if self.enabled:
