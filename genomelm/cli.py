@@ -246,7 +246,7 @@ def convert(
 
     def work():
         from genomelm.commands import convert as command
-        from genomelm.commands._common import set_threads
+        from genomelm.runtime import set_threads
 
         set_threads(threads)
 

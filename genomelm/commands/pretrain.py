@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from genomelm.commands._common import select_device, set_threads
+from genomelm.commands._common import select_device
 from genomelm.errors import FormatError, InputError, UsageError
 from genomelm.formats.atomic import refuse_overwriting_inputs
 from genomelm.log import get_logger
 from genomelm.model.config import PRESETS
-from genomelm.runtime import PRECISION_CHOICES
+from genomelm.runtime import PRECISION_CHOICES, set_threads
 from genomelm.training import CHECKPOINT_DIR, close_distributed, init_distributed
 from genomelm.training.pretrainer import PretrainSummary, Trainer, accumulation_steps, model_config
 
