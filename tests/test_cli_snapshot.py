@@ -2,10 +2,12 @@
 must not change what users see. Regenerate the snapshot only for a deliberate change:
 ``python3 tests/test_cli_snapshot.py`` rewrites tests/data/cli/options.json."""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
+import pytest
 import typer.main
 
 SNAPSHOT = Path(__file__).resolve().parent / "data" / "cli" / "options.json"
@@ -46,6 +48,48 @@ def test_command_help_texts_match_the_snapshot():
     group = typer.main.get_command(app)
     helps = {name: command.help for name, command in group.commands.items()}
     assert helps == json.loads(SNAPSHOT.with_name("help.json").read_text())
+
+
+# Command -> its Options dataclass, and the CLI parameters that reach it under another name or not at all.
+OPTIONS = {
+    "embed": ("EmbedOptions", set()),
+    "convert": ("ConvertOptions", {"threads"}),  # the CLI sets the threads itself
+    "pretrain": ("PretrainOptions", set()),
+    "score-variants": ("ScoreVariantsOptions", {"input_vcf", "method"}),  # -> input, methods
+    "finetune": ("FinetuneOptions", set()),
+    "predict": ("PredictOptions", {"model_dir", "input_path"}),  # -> model, input
+    "evaluate": ("EvaluateOptions", set()),
+    "in-context": ("InContextOptions", set()),
+}
+
+
+def options_class(command: str):
+    import importlib
+
+    module = importlib.import_module("genomelm.commands." + command.replace("-", "_"))
+    return getattr(module, OPTIONS[command][0])
+
+
+def test_every_command_is_mapped_to_its_options():
+    from genomelm.cli import app
+
+    assert set(typer.main.get_command(app).commands) == set(OPTIONS)
+
+
+@pytest.mark.parametrize("command", sorted(OPTIONS))
+def test_options_defaults_equal_the_cli_defaults(command):
+    """Options built by the CLI and Options built in Python (tests, API, benchmarks) start from the same
+    defaults, and every CLI parameter (but --quiet and the renamed ones) is a field of the Options."""
+    from genomelm.cli import app
+
+    fields = {f.name: f for f in dataclasses.fields(options_class(command))}
+    params = {p.name: p for p in typer.main.get_command(app).commands[command].params}
+    assert set(params) - set(fields) == {"quiet"} | OPTIONS[command][1]
+    for name, param in params.items():
+        if name in fields and fields[name].default is not dataclasses.MISSING:
+            assert fields[name].default == param.default, name
+        elif name in fields:
+            assert param.required, name
 
 
 if __name__ == "__main__":
