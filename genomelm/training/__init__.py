@@ -4,7 +4,7 @@
 - distributed: torchrun/DDP helpers (no-ops in one process)
 - state: seeding and RNG states, divergence checks, stop signals, atomic checkpoints, metrics.jsonl
 - windows: the pretraining data (genome split, random training windows, fixed validation windows)
-- losses, pretrainer: next-token losses and the pretraining loop (``Trainer``)
+- losses, meter, pretrainer: next-token losses, step timing (tokens/s, ETA) and the pretraining loop (``Trainer``)
 
 Official recipe (HyenaDNA): AdamW (0.9, 0.999), weight decay on weight matrices only; the implicit filter
 (its MLP, Sin frequencies and the filter's D term), biases, norms and embeddings' positional features get none.

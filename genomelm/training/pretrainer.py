@@ -8,7 +8,6 @@ the recipe and the RUN_DIR layout.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import math
 import time
@@ -31,6 +30,7 @@ from genomelm.runtime import resolve_precision
 from genomelm.training import windows as data
 from genomelm.training.distributed import DistInfo, all_reduce, gather_objects
 from genomelm.training.losses import forward_loss, window_nll
+from genomelm.training.meter import StepMeter, duration, utc_now
 from genomelm.training.optim import cosine_lr_factor, make_optimizer, seqlen_at, sequences_per_batch
 from genomelm.training.state import (
     CHECKPOINT_DIR,
@@ -134,7 +134,7 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-            record = {"options": asdict(self.opts), "genomelm": __version__, "started": _now()}
+            record = {"options": asdict(self.opts), "genomelm": __version__, "started": utc_now()}
             write_text(self.run_dir / "run.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     def _load_data(self):
@@ -143,7 +143,7 @@ class Trainer:
         with FastaSource(opts.fasta) as fasta:
             lengths = fasta.contig_lengths()
             split = data.plan_split(lengths, opts.train_regions, opts.val_regions, opts.val_contigs, opts.val_fraction)
-            _check_lengths(split, opts.seq_len)
+            data.check_training_lengths(split, opts.seq_len)
             train_arrays = data.load_intervals(fasta, split.train)
             val_arrays = data.load_intervals(fasta, split.val)
         sampler = data.WindowSampler(train_arrays, opts.seed, self.dist.rank, opts.max_n_frac, opts.rc_aug)
@@ -207,7 +207,7 @@ class Trainer:
             self.device,
         )
         start_step, stopped_by = self.step, None
-        meter = _Meter(self.step)
+        meter = StepMeter(self.step)
         with StopRequest() as stop, self._progress() as bar:
             task = bar.add_task("pretrain", total=opts.steps * self.tokens_per_step, completed=self.tokens_seen)
             while self.step < opts.steps and stopped_by is None:
@@ -272,7 +272,7 @@ class Trainer:
             return None
         return json.loads(path.read_text())["model"]["extra"].get("step")
 
-    def _after_step(self, loss: float, meter: _Meter) -> None:
+    def _after_step(self, loss: float, meter: StepMeter) -> None:
         opts, step = self.opts, self.step
         if step % opts.log_every == 0 or step == opts.steps:
             self._log_train(loss, meter)
@@ -281,7 +281,7 @@ class Trainer:
         if step % opts.save_every == 0 and step < opts.steps:
             self.save()
 
-    def _should_stop(self, stop: StopRequest, meter: _Meter) -> str | None:
+    def _should_stop(self, stop: StopRequest, meter: StepMeter) -> str | None:
         """All ranks agree on stopping (a signal or the clock may reach only some of them)."""
         reason = None
         if self.opts.stop_at_step is not None and self.step >= self.opts.stop_at_step:
@@ -353,7 +353,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "world_size": self.dist.world_size,
             "ranks": states,
-            "split": _split_record(self.split),
+            "split": data.split_record(self.split),
             "last_val": self.last_val,
         }
         provenance = {
@@ -370,7 +370,7 @@ class Trainer:
     def _restore(self, state: dict) -> None:
         if state.get("version") != STATE_VERSION:
             raise InputError(f"{self.run_dir}: training state version {state.get('version')} is not supported")
-        if state["split"] != _split_record(self.split):
+        if state["split"] != data.split_record(self.split):
             raise InputError(f"--resume {self.run_dir}: the FASTA's training/validation regions differ from the run's")
         self.step, self.tokens_seen, self.last_val = state["step"], state["tokens_seen"], state.get("last_val")
         self.optimizer.load_state_dict(state["optimizer"])
@@ -416,7 +416,7 @@ class Trainer:
                 f"- validation (step {val['step']}): perplexity {val['val_ppl']:.4f}, "
                 f"{val['val_bits_per_base']:.4f} bits/base over {val['val_bases']:,} bases"
             )
-        lines.append(f"- written {_now()}\n\nLoad with `--model {self.run_dir / CHECKPOINT_DIR}`.\n")
+        lines.append(f"- written {utc_now()}\n\nLoad with `--model {self.run_dir / CHECKPOINT_DIR}`.\n")
         return "\n".join(lines)
 
     # -- reporting
@@ -425,7 +425,7 @@ class Trainer:
         ppl = math.exp(min(loss, 50))
         return f"step {self.step}/{self.opts.steps} loss {loss:.4f} ppl {ppl:.3f} lr {self.last_lr:.2e}"
 
-    def _log_train(self, loss: float, meter: _Meter) -> None:
+    def _log_train(self, loss: float, meter: StepMeter) -> None:
         rate = meter.tokens_per_second()
         length = seqlen_at(self.step - 1, self.opts.seq_len, self.opts.seqlen_warmup)
         record = {
@@ -441,9 +441,9 @@ class Trainer:
         }
         self.metrics.write(record)
         eta = meter.step_seconds() * (self.opts.steps - self.step)
-        self._info("%s seq %d | %s | ETA %s", self._status(loss), length, format_rate(rate, "tok"), _duration(eta))
+        self._info("%s seq %d | %s | ETA %s", self._status(loss), length, format_rate(rate, "tok"), duration(eta))
 
-    def _summary(self, stopped_by: str | None, seconds: float, meter: _Meter) -> PretrainSummary:
+    def _summary(self, stopped_by: str | None, seconds: float, meter: StepMeter) -> PretrainSummary:
         val = self.last_val or {}
         return PretrainSummary(
             run_dir=str(self.run_dir),
@@ -471,50 +471,3 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class _Meter:
-    """Step timing for tokens/s and ETA (the first steps after a start include warm-up)."""
-
-    def __init__(self, step: int):
-        self.start_step, self.times, self.tokens = step, [time.perf_counter()], [0]
-
-    def tick(self, step: int, tokens: int) -> None:
-        self.times.append(time.perf_counter())
-        self.tokens.append(self.tokens[-1] + tokens)
-
-    def step_seconds(self, window: int = 20) -> float:
-        recent = self.times[-window - 1 :]
-        return (recent[-1] - recent[0]) / max(1, len(recent) - 1)
-
-    def tokens_per_second(self, window: int = 20) -> float:
-        k = min(window, len(self.times) - 1)
-        if k == 0:
-            return 0.0
-        return (self.tokens[-1] - self.tokens[-1 - k]) / max(self.times[-1] - self.times[-1 - k], 1e-9)
-
-    def overall_tokens_per_second(self) -> float:
-        return self.tokens[-1] / max(self.times[-1] - self.times[0], 1e-9)
-
-
-def _check_lengths(split: data.Split, seq_len: int) -> None:
-    """A clear error when no training interval can hold one window (e.g. a genome shorter than seq_len)."""
-    if not split.train:
-        raise InputError("no training sequence left (the validation regions cover all of it)")
-    longest = max(i.length for i in split.train)
-    if longest < seq_len:
-        raise InputError(f"--seq-len {seq_len:,} is longer than every training interval (longest: {longest:,} bp)")
-
-
-def _split_record(split: data.Split) -> dict:
-    return {"train": [str(i) for i in split.train], "val": [str(i) for i in split.val]}
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
