@@ -76,6 +76,8 @@ FLOORS = [
     (1, ("genomelm.kernels",)),
     (0, ("genomelm.errors", "genomelm.log")),
 ]
+
+
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
