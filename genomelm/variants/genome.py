@@ -1,0 +1,223 @@
+"""Every possible SNV of a genome, scored once: the plan of llr blocks and the segments of scores.
+
+The genome is cut into the llr blocks of ``LlrTiling`` (block k of a contig = 0-based positions
+[k*stride, (k+1)*stride)), exactly those score-variants uses, and each block's values come from
+``block_log_probs``: so the llr of an SNV here equals score-variants --method llr's for that SNV
+(same tiling, precision; to float rounding, since a score-variants pass may stop at its last variant).
+
+Runs of consecutive blocks form *segments* (about ``SEGMENT_BASES`` bases), the unit saved to disk,
+shared among torchrun ranks and kept for --resume. A segment holds, per position:
+
+- ``ref`` (n + 2,) uint8: token ids, with one flanking base on each side (N beyond a contig end);
+- ``forward_llr`` / ``reverse_llr`` (n, 4) float32: llr of changing the position to A, C, G, T
+  per strand, rounded as score-variants rounds them (0 at the reference base);
+- ``forward_ref`` / ``reverse_ref`` (n,) float32: log P(reference base) per strand.
+
+NaN = no value: a strand without context (a contig's first / last base), a reference base that is
+not A/C/G/T, a context with more N than --max-n-frac allows, a position outside --regions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from genomelm.errors import InputError
+from genomelm.formats.fasta import Region, resolve_contig
+from genomelm.tokenizer import A_ID, N_ID
+from genomelm.variants.llr import LlrTiling, block_log_probs
+from genomelm.variants.reference import Reference
+
+SEGMENT_BASES = 1 << 20  # about this many bases per saved segment
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class GenomePlan:
+    """What a run scores: the contigs of the tracks and the segments, in genome order.
+
+    ``contigs`` (name, length) in FASTA order: those with positions to score. ``segments`` are
+    (index into contigs, first block, end block), consecutive blocks of one contig. ``regions``
+    maps a contig to the merged [start, end) spans to score (0-based), None = the whole contig.
+    """
+
+    contigs: list[tuple[str, int]]
+    segments: list[tuple[int, int, int]]
+    regions: dict[str, list[tuple[int, int]] | None]
+
+    @property
+    def bases(self) -> int:
+        """Positions to score."""
+        return sum(
+            length if self.regions[name] is None else sum(e - s for s, e in self.regions[name])
+            for name, length in self.contigs
+        )
+
+
+def plan_genome(lengths: dict[str, int], regions: list[Region] | None, tiling: LlrTiling, blocks_per_segment: int):
+    """The GenomePlan of a FASTA (``lengths`` in file order) and optional regions (0-based half-open)."""
+    spans = _region_spans(lengths, regions)
+    contigs, segments = [], []
+    for name, length in lengths.items():
+        if length == 0 or (regions is not None and not spans.get(name)):
+            continue
+        index = len(contigs)
+        contigs.append((name, length))
+        for first, end in _block_runs(spans.get(name) or [(0, length)], tiling.stride):
+            for start in range(first, end, blocks_per_segment):
+                segments.append((index, start, min(start + blocks_per_segment, end)))
+    return GenomePlan(contigs, segments, {name: spans.get(name) for name, _ in contigs})
+
+
+def _region_spans(lengths: dict[str, int], regions: list[Region] | None) -> dict[str, list[tuple[int, int]]]:
+    """Merged, sorted [start, end) spans per contig; unknown contigs and spans past the end -> InputError."""
+    if regions is None:
+        return {}
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for region in regions:
+        if region.contig not in lengths:
+            alias = resolve_contig(region.contig, lengths)
+            hint = f"; did you mean '{alias}'?" if alias else ""
+            raise InputError(f"region {region}: contig '{region.contig}' is not in the FASTA{hint}")
+        length = lengths[region.contig]
+        end = length if region.end is None else region.end
+        if end > length:
+            raise InputError(f"region {region} is outside contig {region.contig} (length {length})")
+        if end > region.start:
+            spans.setdefault(region.contig, []).append((region.start, end))
+    return {name: _merge(found) for name, found in spans.items()}
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(s, e) for s, e in merged]
+
+
+def _block_runs(spans: list[tuple[int, int]], stride: int) -> list[tuple[int, int]]:
+    """[first, end) runs of consecutive blocks that cover the spans."""
+    runs: list[list[int]] = []
+    for start, end in spans:
+        first, last = start // stride, (end - 1) // stride + 1
+        if runs and first <= runs[-1][1]:
+            runs[-1][1] = max(runs[-1][1], last)
+        else:
+            runs.append([first, last])
+    return [(a, b) for a, b in runs]
+
+
+# --------------------------------------------------------------------------- scoring segments
+
+
+@dataclass
+class GenomeScorer:
+    """Scores the blocks of a segment with the model, a batch of blocks at a time."""
+
+    model: object
+    reference: Reference
+    tiling: LlrTiling
+    device: object
+    precision: str
+    batch_size: int
+    max_n_frac: float
+
+    def score(self, contig: str, blocks: range, spans, stop: Callable[[], bool]) -> tuple[int, dict] | None:
+        """Arrays of blocks [blocks.start, k) for the largest k <= blocks.stop reached before ``stop()``
+        says so (checked after each batch of blocks): (k, arrays), or None when no block was done.
+        ``spans``: the [start, end) spans to keep (None = all)."""
+        length = self.reference.length(contig)
+        start = blocks.start * self.tiling.stride
+        parts, done = [], blocks.start
+        for first in range(blocks.start, blocks.stop, self.batch_size):
+            batch = range(first, min(first + self.batch_size, blocks.stop))
+            parts.append(self._batch(contig, batch, length))
+            done = batch.stop
+            if stop():
+                break
+        if not parts:
+            return None
+        end = min(done * self.tiling.stride, length)
+        arrays = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+        _keep_spans(arrays, start, end, spans)
+        arrays["ref"] = _ref_with_flanks(self.reference, contig, start, end)
+        return done, arrays
+
+    def _batch(self, contig: str, blocks: range, length: int) -> dict[str, np.ndarray]:
+        """Arrays of the positions of ``blocks`` (consecutive); N-heavy blocks are not run."""
+        live = [b for b in blocks if self._context_ok(contig, b, length)]
+        results = {r.block: r for r in self._log_probs(contig, live)}
+        parts = []
+        for block in blocks:
+            lo, hi = self.tiling.block_span(block, length)
+            parts.append(_block_arrays(results.get(block), self.reference.ids(contig, lo, hi)))
+        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+    def _log_probs(self, contig: str, blocks: list[int]):
+        if not blocks:
+            return []
+        return block_log_probs(
+            self.model,
+            self.reference,
+            contig,
+            blocks,
+            self.tiling,
+            device=self.device,
+            precision=self.precision,
+            batch_size=self.batch_size,
+        )
+
+    def _context_ok(self, contig: str, block: int, length: int) -> bool:
+        """As score-variants decides per SNV (n_in_context, no_context): some context, few enough N."""
+        left, right = self.tiling.context_span(block * self.tiling.stride, length)
+        bases = right - left - 1
+        return bases > 0 and self.reference.n_count(contig, left, right) <= self.max_n_frac * bases
+
+
+def _block_arrays(result, ref_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The segment arrays of one block (NaN everywhere when it was not run)."""
+    n = len(ref_ids)
+    out = {
+        "forward_llr": np.full((n, 4), np.nan, dtype=np.float32),
+        "reverse_llr": np.full((n, 4), np.nan, dtype=np.float32),
+        "forward_ref": np.full(n, np.nan, dtype=np.float32),
+        "reverse_ref": np.full(n, np.nan, dtype=np.float32),
+    }
+    if result is None:
+        return out
+    code = ref_ids - A_ID
+    base = (code >= 0) & (code < 4)
+    rows, columns = np.flatnonzero(base), code[base]
+    for strand, log_probs in (("forward", result.forward), ("reverse", result.reverse)):
+        ref_lp = log_probs[rows, columns]  # (m,) float64
+        # Rounded as BlockLogProbs.snv_llr rounds them: float64 difference, then float32.
+        out[f"{strand}_llr"][rows] = (log_probs[rows] - ref_lp[:, None]).astype(np.float32)
+        out[f"{strand}_ref"][rows] = ref_lp.astype(np.float32)
+    return out
+
+
+def _keep_spans(arrays: dict[str, np.ndarray], start: int, end: int, spans) -> None:
+    """NaN at the positions of [start, end) outside ``spans`` (None: keep all)."""
+    if spans is None:
+        return
+    keep = np.zeros(end - start, dtype=bool)
+    for lo, hi in spans:
+        keep[max(lo, start) - start : max(min(hi, end) - start, 0)] = True
+    for array in arrays.values():
+        array[~keep] = np.nan
+
+
+def _ref_with_flanks(reference: Reference, contig: str, start: int, end: int) -> np.ndarray:
+    """Token ids of [start - 1, end + 1), N beyond the contig's ends; uint8."""
+    length = reference.length(contig)
+    ids = reference.ids(contig, max(start - 1, 0), min(end + 1, length)).astype(np.uint8)
+    before = [N_ID] if start == 0 else []
+    after = [N_ID] if end == length else []
+    return np.concatenate([np.array(before, np.uint8), ids, np.array(after, np.uint8)])
