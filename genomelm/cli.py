@@ -495,6 +495,7 @@ def score_genome(
     Exit codes: 0 done (or stopped by --time-limit), 1 input error, 2 usage error (e.g. OUTDIR exists),
     130 Ctrl-C, 143 SIGTERM; after 130/143 or a time limit, --resume continues.
     """
+    limit = _duration(time_limit)
 
     def work():
         from genomelm.commands import score_genome as command
@@ -515,7 +516,7 @@ def score_genome(
                 threads=threads,
                 resume=resume,
                 force=force,
-                time_limit=_duration(time_limit),
+                time_limit=limit,
                 zoom_levels=zoom_levels,
                 writers=writers,
                 trust_checkpoint=trust_checkpoint,

@@ -6,7 +6,7 @@ G, T from each strand: ``forward`` (n, 4) from the left context, ``reverse`` (n,
 context (reverse-complement pass, already mapped back onto forward-strand bases). NaN rows have no
 value (no context on that strand, an N-heavy context, outside --regions).
 
-Writer processes (spawned, numpy + pyBigWig only) read the segments in genome order as they appear
+Writer processes (forked, numpy + pyBigWig only) read the segments in genome order as they appear
 and append to the bigWig files, so compressing and writing overlap the model's work. Each process
 owns some tracks; one of them also counts the calibration table.
 """
@@ -170,7 +170,10 @@ class TrackWriterPool:
         jobs = [list(store.TRACKS[i::processes]) for i in range(processes)]
         jobs[-1].append(CALIBRATION_JOB)  # the last process has the fewest tracks when they do not divide evenly
         self.jobs = [WriterJob(base.work_dir, base.contigs, base.plan, names, base.zoom_levels) for names in jobs]
-        context = multiprocessing.get_context("spawn")  # no fork of a process that may hold CUDA state
+        # fork, as torch's DataLoader workers: no re-import of torch; the children use numpy and
+        # pyBigWig only, never CUDA, so a parent holding CUDA state is fine.
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self._cancel = context.Event()
         self._processes = [context.Process(target=run_writer_job, args=(job, self._cancel)) for job in self.jobs]
 

@@ -1,0 +1,152 @@
+"""SNV scores looked up in a score-genome store instead of computed: no model, CPU only.
+
+``PrecomputedScores(outdir)`` reads the store's tracks: the llr of an SNV is the ``llr_<ALT>`` track
+(mean of both strands), its forward-strand llr the ``llr_fwd_<ALT>`` track, and its reverse-strand
+llr follows as 2 * mean - forward (a contig's first base has no forward value: there the mean is the
+reverse one; its last base has no reverse value). Queries are read a cluster of nearby positions at
+a time, one read per track per cluster, which is what makes lookups fast.
+
+``load_calibration(outdir)`` gives the store's CalibrationTable (rank fractions, PHRED).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from genomelm.errors import FormatError, InputError, UsageError
+from genomelm.formats import genome_store as store
+from genomelm.formats.tracks import TrackReader
+from genomelm.variants import calibration
+from genomelm.variants.llr import LlrResult, LlrTiling, SnvQuery
+from genomelm.variants.reference import Reference
+
+CLUSTER_GAP = 4096  # queries closer than this share one read per track
+CLUSTER_SPAN = 1 << 20  # ... as long as the read stays under this many positions
+
+
+class PrecomputedScores:
+    """The llr tracks of a finished store, read per cluster of queries."""
+
+    def __init__(self, outdir: str):
+        self.outdir = outdir
+        self.manifest = store.read_manifest(outdir)
+        settings = self.manifest["settings"]
+        self.tiling = LlrTiling(int(settings["context"]), int(settings["stride"]))
+        self.max_n_frac = float(settings["max_n_frac"])
+        self.label = f"{self.manifest['model']['name']} (precomputed in {os.path.basename(os.path.normpath(outdir))})"
+        self._readers: dict[str, TrackReader] = {}
+
+    # -- identity checks
+
+    def check_genome(self, lengths: dict[str, int], fasta: str) -> None:
+        """InputError unless ``lengths`` (the FASTA's contigs, in order) are the store's genome."""
+        expected = {name: length for name, length in self.manifest["genome"]["contigs"]}
+        if expected == lengths:
+            return
+        for name, length in expected.items():
+            if name not in lengths:
+                raise InputError(f"{fasta} is not the genome of {self.outdir}: it has no contig {name}")
+            if lengths[name] != length:
+                raise InputError(
+                    f"{fasta} is not the genome of {self.outdir}: contig {name} has length {lengths[name]:,} "
+                    f"there and {length:,} in the store"
+                )
+        extra = next(name for name in lengths if name not in expected)
+        raise InputError(f"{fasta} is not the genome of {self.outdir}: contig {extra} is not in the store")
+
+    def check_model(self, weights_sha256: str, label: str) -> None:
+        """UsageError when --model names another model than the store's."""
+        if weights_sha256 != self.manifest["model"]["weights_sha256"]:
+            raise UsageError(
+                f"--model {label} is not the model of {self.outdir} ({self.manifest['model']['name']}): "
+                "leave --model out to use the store, or score with the model"
+            )
+
+    def check_settings(self, context: int | None, stride: int | None, max_n_frac: float) -> None:
+        """UsageError when explicit llr settings differ from the store's (its values would not be theirs)."""
+        given = {"--context": (context, self.tiling.context), "--stride": (stride, self.tiling.stride)}
+        given["--max-n-frac"] = (max_n_frac, self.max_n_frac)
+        for flag, (value, stored) in given.items():
+            if value is not None and value != stored:
+                raise UsageError(f"{flag} {value}: {self.outdir} was computed with {flag} {stored}")
+
+    # -- lookups
+
+    def llr(self, reference: Reference, queries: list[SnvQuery]) -> list[LlrResult]:
+        """Per-query llr (NaN where the store has no value), in the order of ``queries``."""
+        results: list[LlrResult | None] = [None] * len(queries)
+        for contig, members in _by_contig(queries).items():
+            for cluster in _clusters(members, queries):
+                self._cluster(reference, contig, cluster, queries, results)
+        return results
+
+    def _cluster(self, reference: Reference, contig: str, members: list[int], queries, results) -> None:
+        lo, hi = queries[members[0]].pos, queries[members[-1]].pos + 1
+        last = reference.length(contig) - 1
+        bases = sorted({a for i in members for a in queries[i].alts})
+        mean = {b: self._values(f"llr_{b}", contig, lo, hi) for b in bases}
+        forward = {b: self._values(f"llr_fwd_{b}", contig, lo, hi) for b in bases}
+        for i in members:
+            q = queries[i]
+            m = np.array([mean[a][q.pos - lo] for a in q.alts], dtype=np.float64)
+            f = np.array([forward[a][q.pos - lo] for a in q.alts], dtype=np.float64)
+            results[i] = _strands(m, f, q.pos == last)
+
+    def _values(self, track: str, contig: str, start: int, end: int) -> np.ndarray:
+        if track not in self._readers:
+            self._readers[track] = TrackReader(store.track_file(self.outdir, track))
+        return self._readers[track].values(contig, start, end)
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+
+
+def _strands(mean: np.ndarray, forward: np.ndarray, last_base: bool) -> LlrResult:
+    """Forward and reverse llr from the stored mean and forward values (see the module docstring)."""
+    if last_base:
+        reverse = np.full_like(mean, np.nan)
+    else:
+        reverse = np.where(np.isnan(forward), mean, 2.0 * mean - forward)
+    forward = np.where(np.isnan(mean), np.nan, forward)
+    return LlrResult(forward, np.where(np.isnan(mean), np.nan, reverse))
+
+
+def _by_contig(queries: list[SnvQuery]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, query in enumerate(queries):
+        groups.setdefault(query.contig, []).append(i)
+    return groups
+
+
+def _clusters(members: list[int], queries: list[SnvQuery]) -> list[list[int]]:
+    """Query indices grouped by position: gaps under CLUSTER_GAP, spans under CLUSTER_SPAN."""
+    ordered = sorted(members, key=lambda i: queries[i].pos)
+    clusters: list[list[int]] = []
+    for i in ordered:
+        pos = queries[i].pos
+        if clusters:
+            first, previous = queries[clusters[-1][0]].pos, queries[clusters[-1][-1]].pos
+            if pos - previous < CLUSTER_GAP and pos - first < CLUSTER_SPAN:
+                clusters[-1].append(i)
+                continue
+        clusters.append([i])
+    return clusters
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def load_calibration(outdir: str) -> tuple[calibration.CalibrationTable, dict]:
+    """The calibration table of a finished store, and its manifest."""
+    manifest = store.read_manifest(outdir)
+    path = os.path.join(outdir, manifest.get("calibration", store.CALIBRATION))
+    arrays = store.load_arrays(path, "calibration table")
+    expected = (calibration.LLR_LOW, calibration.LLR_HIGH, calibration.BIN_WIDTH)
+    found = tuple(float(arrays[k]) for k in ("llr_low", "llr_high", "bin_width") if k in arrays)
+    if found != expected:
+        raise FormatError(f"{path}: calibration bins {found}, this genomelm reads {expected}")
+    return calibration.CalibrationTable(arrays["counts"]), manifest

@@ -1,0 +1,303 @@
+"""`genomelm score-genome`: values equal score-variants', tracks, manifest, calibration, resume, bad input."""
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pysam
+import pyBigWig
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from genomelm.cli import app
+from genomelm.commands import score_genome as sg
+from genomelm.commands import score_variants as sv
+from genomelm.errors import InputError, UsageError
+from genomelm.formats import genome_store as store
+from genomelm.formats import tracks
+from genomelm.formats.checkpoint import save_model
+from genomelm.variants.calibration import CONTEXTS, CalibrationTable
+from tests.conftest import random_dna, tiny_model, write_fasta
+
+runner = CliRunner()
+CONTEXT, STRIDE = 40, 24  # small blocks: a few kb of genome have many of them
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _genome() -> dict[str, str]:
+    chr1 = random_dna(1500, seed=1)
+    chr1 = chr1[:500] + chr1[500:600].lower() + "N" * 30 + chr1[630:]  # soft-masked stretch, an N run
+    return {"chr1": chr1, "chr2": random_dna(300, seed=2), "chrT": "A", "chrE": "CG"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("genome")
+    fasta = write_fasta(root / "ref.fa", _genome())
+    model = save_model(tiny_model(), root / "tiny")
+    whole = root / "whole"
+    summary = sg.run(options(fasta, whole, model, writers=2))
+    return {"root": root, "fasta": fasta, "model": model, "store": whole, "summary": summary}
+
+
+def options(fasta, output, model, **changes):
+    values = dict(
+        fasta=str(fasta), output=str(output), model=str(model), context=CONTEXT, stride=STRIDE, batch_size=3, writers=2
+    )
+    values.update(changes)
+    return sg.ScoreGenomeOptions(**values)
+
+
+def track_values(store_dir, track, contig, length) -> np.ndarray:
+    with tracks.TrackReader(store.track_file(str(store_dir), track)) as reader:
+        return reader.values(contig, 0, length)
+
+
+def all_snvs_vcf(path: Path, genome: dict[str, str], contigs=("chr1", "chr2", "chrT", "chrE")) -> Path:
+    """Every possible SNV of the given contigs (3 per A/C/G/T base), as score-variants input."""
+    header = pysam.VariantHeader()
+    for name in genome:
+        header.contigs.add(name, length=len(genome[name]))
+    with pysam.VariantFile(str(path), "w", header=header) as handle:
+        for name in contigs:
+            for pos, base in enumerate(genome[name].upper()):
+                if base in "ACGT":
+                    alts = tuple(b for b in "ACGT" if b != base)
+                    handle.write(handle.new_record(contig=name, start=pos, stop=pos + 1, alleles=(base, *alts)))
+    return path
+
+
+def scored_by_score_variants(data, vcf_path: Path, **changes) -> list:
+    out = vcf_path.with_suffix(".scored.vcf")
+    values = dict(
+        input=str(vcf_path),
+        fasta=str(data["fasta"]),
+        output=str(out),
+        model=str(data["model"]),
+        context=CONTEXT,
+        stride=STRIDE,
+        batch_size=3,
+    )
+    values.update(changes)
+    sv.run(sv.ScoreVariantsOptions(**values))
+    with pysam.VariantFile(str(out)) as handle:
+        return [(r.chrom, r.start, r.ref, r.alts, dict(r.info)) for r in handle]
+
+
+# --------------------------------------------------------------------------- values
+
+
+def test_every_value_equals_score_variants_llr(data, tmp_path):
+    genome = _genome()
+    records = scored_by_score_variants(data, all_snvs_vcf(tmp_path / "all.vcf", genome))
+    lengths = {name: len(seq) for name, seq in genome.items()}
+    mean = {(c, b): track_values(data["store"], f"llr_{b}", c, lengths[c]) for c in genome for b in "ACGT"}
+    forward = {(c, b): track_values(data["store"], f"llr_fwd_{b}", c, lengths[c]) for c in genome for b in "ACGT"}
+    seen = {"values": 0, "none": 0}
+    for contig, pos, ref, alts, info in records:
+        for a, alt in enumerate(alts):
+            got = mean[(contig, alt)][pos]
+            if "GLM_LLR" not in info:  # n_in_context or no_context: no value in the tracks either
+                assert np.isnan(got), (contig, pos, info.get("GLM_SKIP"))
+                seen["none"] += 1
+                continue
+            np.testing.assert_allclose(got, info["GLM_LLR"][a], rtol=2e-6, atol=2e-6)
+            if info.get("GLM_LLR_FWD", [None] * len(alts))[a] is None:
+                assert np.isnan(forward[(contig, alt)][pos]) and pos == 0
+            else:
+                np.testing.assert_allclose(forward[(contig, alt)][pos], info["GLM_LLR_FWD"][a], rtol=2e-6, atol=2e-6)
+            seen["values"] += 1
+        assert mean[(contig, ref)][pos] in (0.0,) or np.isnan(mean[(contig, ref)][pos])  # llr of REF -> REF
+    assert seen["values"] > 4000 and seen["none"] > 100  # the N run's blocks and the 1-base contig have none
+
+
+def test_positions_without_values(data):
+    genome = _genome()
+    llr_a = track_values(data["store"], "llr_A", "chr1", 1500)
+    assert np.isnan(llr_a[600:630]).all()  # the N run
+    stride_blocks_near_n = [k for k in range(1500 // STRIDE) if np.isnan(llr_a[k * STRIDE : (k + 1) * STRIDE]).all()]
+    assert stride_blocks_near_n, "blocks whose context is N-heavy have no value at all"
+    assert np.isnan(track_values(data["store"], "llr_A", "chrT", 1)).all()  # no context on either strand
+    assert np.isfinite(track_values(data["store"], "llr_A", "chrE", 2)).all()  # one strand each: values
+    assert genome["chrE"] == "CG"
+
+
+def test_min_and_surprise_tracks(data):
+    means = np.stack([track_values(data["store"], f"llr_{b}", "chr2", 300) for b in "ACGT"])  # (4, L)
+    ref = np.array(["ACGT".index(b) for b in _genome()["chr2"]])
+    alternatives = np.where(np.arange(4)[:, None] == ref[None, :], np.inf, means)
+    np.testing.assert_allclose(track_values(data["store"], "llr_min", "chr2", 300), alternatives.min(0), rtol=1e-6)
+    assert (means[ref, np.arange(300)] == 0).all()
+    surprise = track_values(data["store"], "surprise", "chr2", 300)
+    assert np.isfinite(surprise).all() and (surprise > 0).all()
+    # -log2 P(ref) and llr agree: P(alt) = P(ref) * 2^(llr / ln 2) sums with P(ref) to at most 1 per strand
+    p_ref = 2.0 ** -surprise
+    assert (p_ref * np.exp(means).sum(0) <= 1.0 + 1e-3).all()
+
+
+def test_tracks_are_bigwig_with_the_genome_header_and_a_manifest(data):
+    manifest = json.loads((data["store"] / store.MANIFEST).read_text())
+    assert manifest["genome"]["contigs"] == [[n, len(s)] for n, s in _genome().items()]
+    assert manifest["settings"]["context"] == CONTEXT and manifest["settings"]["stride"] == STRIDE
+    assert manifest["model"]["sha256"] == store.file_sha256(str(data["model"] / "model.safetensors"))
+    assert set(manifest["tracks"]) == set(store.TRACKS)
+    for track in store.TRACKS:
+        handle = pyBigWig.open(str(store.track_file(str(data["store"]), track)))
+        assert handle.isBigWig() and handle.chroms() == {n: len(s) for n, s in _genome().items()}
+        handle.close()
+    assert sorted(os.listdir(data["store"])) == sorted(
+        [store.MANIFEST, store.CALIBRATION] + [f"{t}.bw" for t in store.TRACKS]
+    )
+    assert not os.path.exists(store.partial_dir(str(data["store"])))
+
+
+def test_calibration_counts_every_snv_and_ranks_like_the_tracks(data):
+    arrays = store.load_arrays(str(data["store"] / store.CALIBRATION))
+    table = CalibrationTable(arrays["counts"])
+    values = []
+    for contig, seq in _genome().items():
+        means = np.stack([track_values(data["store"], f"llr_{b}", contig, len(seq)) for b in "ACGT"], 1)
+        for pos, base in enumerate(seq.upper()):
+            if base in "ACGT":
+                values += [v for b, v in zip("ACGT", means[pos]) if b != base and np.isfinite(v)]
+    values = np.sort(np.array(values))
+    assert table.totals[-1] == len(values) and table.totals[:-1].sum() < len(values)  # contig ends: no context
+    for q in (0.01, 0.25, 0.5, 0.9):
+        x = values[int(q * len(values))]
+        exact = np.mean(values < x)
+        assert abs(float(table.rank_fraction(np.array([x]))[0]) - exact) <= np.mean(np.abs(values - x) < 0.01) + 1e-9
+    assert table.phred(np.array([0.1]))[0] == pytest.approx(10.0) and table.phred(np.array([0.001]))[0] > 29.9
+    assert len(CONTEXTS) == 64 and CONTEXTS[0] == "AAA"
+
+
+# --------------------------------------------------------------------------- resumable
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.name != store.MANIFEST}
+
+
+def test_time_limit_stops_and_resume_gives_byte_identical_files(data, tmp_path):
+    out, whole = tmp_path / "resumed", tmp_path / "whole"
+    sg.run(options(data["fasta"], whole, data["model"], batch_size=16))
+    first = sg.run(options(data["fasta"], out, data["model"], time_limit=1e-9, batch_size=16))
+    assert not first.complete and first.stopped == "time-limit" and not out.exists()
+    assert os.listdir(Path(store.partial_dir(str(out))) / store.SEGMENTS)  # work kept for --resume
+    rounds = 1
+    while not out.exists():
+        rounds += 1
+        sg.run(options(data["fasta"], out, data["model"], time_limit=1e-9, resume=True, batch_size=16))
+    assert rounds > 3  # several stops, each after one batch of blocks
+    assert _files(out) == _files(whole)
+    with pytest.raises(UsageError, match="exists"):
+        sg.run(options(data["fasta"], out, data["model"]))
+    assert sg.run(options(data["fasta"], out, data["model"], resume=True)).complete  # nothing left to do
+
+
+def test_resume_refuses_other_settings(data, tmp_path):
+    out = tmp_path / "o"
+    sg.run(options(data["fasta"], out, data["model"], time_limit=1e-9))
+    with pytest.raises(UsageError, match="settings differs"):
+        sg.run(options(data["fasta"], out, data["model"], resume=True, max_n_frac=0.2))
+    with pytest.raises(UsageError, match="unfinished run"):
+        sg.run(options(data["fasta"], out, data["model"]))
+    assert sg.run(options(data["fasta"], out, data["model"], force=True)).complete
+
+
+def test_sigint_stops_at_a_block_boundary_and_resume_completes(data, tmp_path):
+    fasta = write_fasta(tmp_path / "big.fa", {"c": random_dna(30_000, seed=4)})
+    out = tmp_path / "o"
+    command = [sys.executable, "-m", "genomelm", "score-genome", str(fasta), "-o", str(out), "--model"]
+    command += [str(data["model"]), "--context", "40", "--stride", "24", "-b", "2", "--threads", "1", "--writers", "1"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    tracks_dir = Path(store.partial_dir(str(out))) / store.TRACK_DIR
+    deadline = time.monotonic() + 60
+    while not tracks_dir.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr and not out.exists()
+    done = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    whole = tmp_path / "whole"
+    sg.run(options(fasta, whole, data["model"], batch_size=2, writers=1))
+    assert _files(out) == _files(whole)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_regions_limit_the_values(data, tmp_path):
+    out = tmp_path / "r"
+    summary = sg.run(options(data["fasta"], out, data["model"], regions=["chr1:101-200", "chr2"]))
+    assert summary.bases == 100 + 300
+    llr = track_values(out, "llr_C", "chr1", 1500)
+    assert np.isnan(llr[:100]).all() and np.isnan(llr[200:]).all() and np.isfinite(llr[100:200]).all()
+    np.testing.assert_array_equal(llr[100:200], track_values(data["store"], "llr_C", "chr1", 1500)[100:200])
+    with tracks.TrackReader(store.track_file(str(out), "llr_C")) as reader:
+        assert set(reader.contigs) == {"chr1", "chr2"}
+    with pytest.raises(InputError, match="did you mean 'chr1'"):
+        sg.run(options(data["fasta"], tmp_path / "x", data["model"], regions=["1:1-10"]))
+    with pytest.raises(InputError, match="outside"):
+        sg.run(options(data["fasta"], tmp_path / "x", data["model"], regions=["chr2:1-400"]))
+    assert not (tmp_path / "x").exists() and not os.path.exists(store.partial_dir(str(tmp_path / "x")))
+
+
+def test_fasta_in_a_read_only_directory(data, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    fasta = write_fasta(folder / "g.fa", {"c": random_dna(200, seed=8)})
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        assert sg.run(options(fasta, tmp_path / "o", data["model"])).complete
+    finally:
+        folder.chmod(stat.S_IRWXU)
+
+
+def test_many_short_contigs_and_the_bigwig_contig_limit(data, tmp_path, monkeypatch):
+    fasta = write_fasta(tmp_path / "many.fa", {f"ctg{i}": random_dna(30, seed=i) for i in range(300)})
+    summary = sg.run(options(fasta, tmp_path / "o", data["model"]))
+    assert summary.complete and summary.segments == 300
+    with tracks.TrackReader(store.track_file(str(tmp_path / "o"), "llr_A")) as reader:
+        assert len(reader.contigs) == 300
+    monkeypatch.setattr(tracks, "MAX_CONTIGS", 100)
+    with pytest.raises(UsageError, match="300 contigs"):
+        sg.run(options(fasta, tmp_path / "o2", data["model"]))
+
+
+def test_cli_exit_codes(data, tmp_path):
+    base = ["score-genome", str(data["fasta"]), "--model", str(data["model"]), "--context", "40", "--stride", "24"]
+    assert runner.invoke(app, [*base, "-o", str(data["store"])]).exit_code == 2  # exists
+    assert runner.invoke(app, [*base, "-o", str(tmp_path / "a"), "--resume"]).exit_code == 2  # nothing to resume
+    assert runner.invoke(app, [*base, "-o", str(tmp_path / "a"), "-r", "chrZ"]).exit_code == 1
+    assert runner.invoke(app, [*base, "-o", str(tmp_path / "a"), "--time-limit", "x"]).exit_code == 2
+    missing = ["score-genome", str(tmp_path / "no.fa"), "-o", str(tmp_path / "b"), "--model", str(data["model"])]
+    assert runner.invoke(app, missing).exit_code == 1
+    result = runner.invoke(app, [*base, "-o", str(tmp_path / "c"), "--time-limit", "0.000001s", "-b", "1"])
+    assert result.exit_code == 0 and not (tmp_path / "c").exists()
+
+
+def test_one_thread_equals_two_and_batch_sizes_agree(data, tmp_path):
+    out = tmp_path / "b1"
+    sg.run(options(data["fasta"], out, data["model"], batch_size=1, threads=2, writers=1, regions=["chr2"]))
+    for track in ("llr_A", "surprise"):
+        np.testing.assert_allclose(
+            track_values(out, track, "chr2", 300), track_values(data["store"], track, "chr2", 300), rtol=1e-5, atol=1e-6
+        )
