@@ -1,25 +1,9 @@
 """`genomelm score-variants`: zero-shot variant effect scores, written into the VCF's INFO column.
 
-Methods (DESIGN.md §6); every value is per ALT allele (Number=A), '.' where an allele has none:
-
-- ``llr`` (SNVs): log P(alt) - log P(ref) at the variant from the model's next-token distribution,
-  on the forward strand (left context) and the reverse-complement strand (right context), and their
-  mean. The genome is tiled at positions fixed by coordinates alone: block k holds the positions
-  [k*stride, (k+1)*stride) (0-based), and one forward pass per strand over
-  [k*stride - context, (k+1)*stride - 1) scores every variant of the block, each from between
-  ``context`` and ``context + stride - 1`` bases of its own left context (likewise on the right for
-  the reverse strand). A variant's score is therefore a function of its position alone, the same
-  alone or among neighbours, and ``score_llr_naive`` (one pass per variant, as peers do) reproduces it.
-- ``delta-ll`` (SNVs, MNVs, indels): log-likelihood of a window centred on the variant with the ALT
-  allele minus with the REF allele (same flanks), mean of both strands. The terms before the first
-  changed base are equal in both (causal model) and left out; the REF passes are shared by all ALT
-  alleles at a site.
-- ``embedding``: cosine distance and L2 distance between the REF and ALT mean embeddings (final
-  layer) of that centred window, both strands averaged.
-
-Near contig ends a variant is scored with the context there is (a shorter window); a strand with no
-context at all (the first or last base of a contig) is left out of the mean. Records that cannot be
-scored are written unchanged apart from ``<prefix>SKIP=<reason>`` and counted in the summary.
+Options -> run() -> Summary over the engine in genomelm.variants (methods, windows, skip reasons:
+see genomelm/variants/ and README "Score definitions"). Every value is per ALT allele (Number=A),
+absent where an allele has none. Records that cannot be scored are written unchanged apart from
+``<prefix>SKIP=<reason>`` and counted in the summary.
 """
 
 from __future__ import annotations
@@ -27,52 +11,34 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 
-import numpy as np
-import torch
-
 from genomelm import __version__
-from genomelm.commands._common import (
-    autocast,
-    batched,
-    load_inference_model,
-    model_label,
-    pad_right,
-    select_device,
-    set_threads,
-)
-from genomelm.errors import InputError, RefMismatchError, UsageError
+from genomelm.commands._common import load_inference_model, model_label, select_device, set_threads
+from genomelm.commands._provenance import command_line, model_line
+from genomelm.errors import InputError, UsageError
 from genomelm.formats import vcf
-from genomelm.formats.fasta import FastaSource, parse_regions
+from genomelm.formats.fasta import parse_regions
 from genomelm.log import get_logger, progress
-from genomelm.tokenizer import PAD_ID, CharTokenizer, reverse_complement_ids
 from genomelm.variants import (
+    METHODS,
+    SKIP_REASONS,
     LlrTiling,
     Reference,
-    SnvQuery,
-    model_window,
+    ScoringSettings,
+    VariantScorer,
+    check_methods,
     open_fasta,
-    score_llr_naive,  # noqa: F401  (re-exported for the benchmark)
-    score_llr_shared,
+    score_columns,
 )
-from genomelm.variants import llr_tiling as variant_llr_tiling
+from genomelm.variants import centred_window as _centred_window
+from genomelm.variants import llr_tiling as _llr_tiling
+from genomelm.variants.windows import CentredWindow
 
 log = get_logger(__name__)
 
-METHODS = ("llr", "delta-ll", "embedding")
 MISMATCH_POLICIES = ("skip", "error")
-DEFAULT_WINDOW_CAP = 4096  # delta-ll / embedding window when --window is not given
-CHUNK_MAX_RECORDS = 65536  # records held at once (bounds memory whatever the VCF size)
-WINDOW_SITES_PER_SLICE = 256  # delta-ll / embedding windows are built for this many sites at a time
-
-# Reasons a record or allele is not scored, besides vcf.allele_kind's (symbolic, breakend, ...).
-CONTIG_MISSING, OUT_OF_RANGE, REF_MISMATCH = "contig_missing", "out_of_range", "ref_mismatch"
-N_IN_CONTEXT, NOT_SNV, TOO_LONG, NO_CONTEXT = "n_in_context", "not_snv", "too_long", "no_context"
-_SCORABLE = (vcf.SNV, vcf.MNV, vcf.INDEL)
-_BASE_ID = {"A": 7, "C": 8, "G": 9, "T": 10}
 
 
 @dataclass
@@ -99,6 +65,18 @@ class ScoreVariantsOptions:
     threads: int | None = None
     trust_checkpoint: bool = False
 
+    def settings(self) -> ScoringSettings:
+        return ScoringSettings(
+            self.methods,
+            self.context,
+            self.stride,
+            self.window,
+            self.max_n_frac,
+            self.on_ref_mismatch,
+            self.batch_size,
+            self.precision,
+        )
+
 
 @dataclass
 class ScoreVariantsSummary:
@@ -116,303 +94,32 @@ class ScoreVariantsSummary:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
-# --------------------------------------------------------------------------- delta-ll and embedding
-
-
-@dataclass(frozen=True)
-class CentredWindow:
-    """A window of ``length`` bases centred on a variant's REF allele, clipped to the contig."""
-
-    length: int
-
-    def flanks(self, start: int, ref_length: int, contig_length: int) -> tuple[int, int]:
-        """[left flank start, right flank end), 0-based half-open, around REF at [start, start + ref_length)."""
-        left = (self.length - ref_length) // 2
-        right = self.length - ref_length - left
-        return max(0, start - left), min(contig_length, start + ref_length + right)
-
-
-@dataclass
-class _Seq:
-    """A REF or ALT window on one strand; ``diverge`` = index of its first base that differs
-    between REF and ALT (the log-likelihood terms before it are equal in both and left out)."""
-
-    ids: np.ndarray  # (L,) int64
-    diverge: int
-
-
-@torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
-def _sequence_stats(model, seqs: list[_Seq], device, precision: str, batch_size: int):
-    """(log-likelihood of tokens from ``diverge`` on, mean final embedding (D,)) per sequence."""
-    out: list = [None] * len(seqs)
-    order = sorted(range(len(seqs)), key=lambda j: -len(seqs[j].ids))
-    for batch in batched(order, batch_size):
-        tokens, lengths = pad_right([seqs[j].ids for j in batch], PAD_ID, device)  # (B, L), (B,)
-        with autocast(device, precision):
-            hidden = model.hidden_states(tokens)  # (B, L, D)
-        hidden = hidden.float()
-        logp = torch.log_softmax(model.lm_head(hidden[:, :-1]), dim=-1)  # (B, L-1, V): predicts tokens 1..L-1
-        token_logp = logp.gather(-1, tokens[:, 1:, None])[..., 0]  # (B, L-1)
-        t = torch.arange(1, tokens.shape[1], device=device)[None]  # (1, L-1) target positions
-        diverge = torch.tensor([max(seqs[j].diverge, 1) for j in batch], device=device)[:, None]
-        ll = (token_logp * ((t >= diverge) & (t < lengths[:, None]))).sum(1)  # (B,)
-        real = (torch.arange(tokens.shape[1], device=device)[None] < lengths[:, None]).float()  # (B, L)
-        mean = (hidden * real[..., None]).sum(1) / lengths[:, None]  # (B, D)
-        for b, j in enumerate(batch):
-            out[j] = (float(ll[b]), mean[b].cpu().numpy().astype(np.float64))
-    return out
-
-
-# --------------------------------------------------------------------------- per-record planning
-
-
-@dataclass
-class _Site:
-    """One VCF record being scored: FASTA contig, 0-based start, alleles and what each method found."""
-
-    record: object
-    contig: str | None = None
-    start: int = -1
-    ref: str = ""
-    alts: list[str] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)  # per ALT: snv/mnv/indel or the reason it cannot be scored
-    reason: str | None = None  # why the whole record cannot be scored
-    values: dict[str, list[float | None]] = field(default_factory=dict)  # INFO key -> per-ALT values
-    why: list[str | None] = field(default_factory=list)  # per ALT: first method-level reason
-
-    def fail(self, allele: int, reason: str) -> None:
-        """Note why a method left ``allele`` without a value; 'not_snv' (llr's) yields to any other
-        method's reason, which says more about an allele that method could have scored."""
-        if self.why[allele] in (None, NOT_SNV):
-            self.why[allele] = reason
-
-    def set(self, key: str, allele: int, value: float) -> None:
-        if np.isfinite(value):
-            self.values.setdefault(key, [None] * len(self.alts))[allele] = float(value)
-
-
-class _Scorer:
-    """Everything one run needs: model, reference, settings; turns chunks of records into sites."""
-
-    def __init__(self, opts: ScoreVariantsOptions, model, reference: Reference, device, tiling, window):
-        self.opts, self.model, self.reference, self.device = opts, model, reference, device
-        self.tiling, self.window = tiling, window
-        self.mapper = vcf.ContigMapper(reference.lengths)
-        self.keys = info_keys(opts.info_prefix)
-        self.passes = 0
-
-    # -- planning
-
-    def plan(self, record) -> _Site:
-        alts = list(record.alts or ())
-        site = _Site(record, ref=(record.ref or "").upper(), alts=alts, why=[None] * len(alts))
-        site.kinds = [vcf.allele_kind(site.ref, alt) for alt in alts]
-        if not alts:
-            site.reason = vcf.NO_ALT
-            return site
-        site.contig, site.start = self.mapper(record.chrom), record.start
-        if site.contig is None:
-            site.reason = CONTIG_MISSING
-        elif site.start < 0 or site.start + len(site.ref) > self.reference.length(site.contig):
-            site.reason = OUT_OF_RANGE
-        elif self._ref_differs(site):
-            self._mismatch(site, record)
-        return site
-
-    def _ref_differs(self, site: _Site) -> bool:
-        if not site.ref or not set(site.ref) <= set(_BASE_ID):
-            return False  # not comparable; such alleles are 'unsupported_allele'
-        found = self.reference.ids(site.contig, site.start, site.start + len(site.ref))
-        return bool(np.any(found != np.array([_BASE_ID[b] for b in site.ref])))
-
-    def _mismatch(self, site: _Site, record) -> None:
-        if self.opts.on_ref_mismatch == "error":
-            found = CharTokenizer().decode(self.reference.ids(site.contig, site.start, site.start + len(site.ref)))
-            raise RefMismatchError(
-                f"{record.chrom}:{record.pos}: REF {site.ref} does not match the reference ({found}) "
-                f"in {self.opts.fasta} (--on-ref-mismatch skip passes such records through)"
-            )
-        site.reason = REF_MISMATCH
-
-    def n_heavy(self, contig: str, left: int, right: int, skip: int) -> bool:
-        """More N than allowed in [left, right) (0-based half-open), ``skip`` variant bases not counted."""
-        bases = right - left - skip
-        return bases > 0 and self.reference.n_count(contig, left, right) > self.opts.max_n_frac * bases
-
-    # -- methods
-
-    def score(self, records: list) -> list[_Site]:
-        sites = [self.plan(r) for r in records]
-        live = [s for s in sites if s.reason is None]
-        if "llr" in self.opts.methods:
-            self._llr(live)
-        if "delta-ll" in self.opts.methods or "embedding" in self.opts.methods:
-            self._window_methods(live)
-        return sites
-
-    def _llr(self, sites: list[_Site]) -> None:
-        queries, owners = [], []
-        for site in sites:
-            snvs = [a for a, kind in enumerate(site.kinds) if kind == vcf.SNV]
-            for a, kind in enumerate(site.kinds):
-                if kind in (vcf.MNV, vcf.INDEL):
-                    site.fail(a, NOT_SNV)
-            if snvs and self._llr_context_ok(site, snvs):
-                queries.append(SnvQuery(site.contig, site.start, site.ref, [site.alts[a].upper() for a in snvs]))
-                owners.append((site, snvs))
-        results, passes = score_llr_shared(
-            self.model, self.reference, queries, self.tiling, self.device, self.opts.precision, self.opts.batch_size
-        )
-        self.passes += passes
-        for (site, snvs), result in zip(owners, results):
-            for a, fwd, rev, mean in zip(snvs, result.forward, result.reverse, result.mean):
-                site.set(self.keys["llr_fwd"], a, fwd)
-                site.set(self.keys["llr_rev"], a, rev)
-                site.set(self.keys["llr"], a, mean)
-
-    def _llr_context_ok(self, site: _Site, alleles: list[int]) -> bool:
-        left, right = self.tiling.context_span(site.start, self.reference.length(site.contig))
-        reason = None
-        if right - left <= 1:
-            reason = NO_CONTEXT
-        elif self.n_heavy(site.contig, left, right, 1):
-            reason = N_IN_CONTEXT
-        for a in alleles:
-            if reason:
-                site.fail(a, reason)
-        return reason is None
-
-    def _window_methods(self, sites: list[_Site]) -> None:
-        # A slice of sites at a time: the windows of a whole chunk (up to CHUNK_MAX_RECORDS) could
-        # need gigabytes of ids, a slice needs a few megabytes.
-        for start in range(0, len(sites), WINDOW_SITES_PER_SLICE):
-            self._window_slice(sites[start : start + WINDOW_SITES_PER_SLICE])
-
-    def _window_slice(self, sites: list[_Site]) -> None:
-        seqs: dict[tuple, tuple[_Seq, _Seq]] = {}  # one REF window per site, shared by its ALT alleles
-        wanted: list[tuple[_Site, int, tuple, tuple]] = []  # (site, allele, ref key, alt key)
-        for site in sites:
-            for a in self._window_alleles(site):
-                ref_key = (site.contig, site.start, site.ref)
-                alt_key = (*ref_key, site.alts[a].upper())
-                for key, allele in ((ref_key, site.ref), (alt_key, alt_key[-1])):
-                    if key not in seqs:
-                        seqs[key] = self._window_pair(site, allele)
-                wanted.append((site, a, ref_key, alt_key))
-        flat = [s for pair in seqs.values() for s in pair]
-        stats = _sequence_stats(self.model, flat, self.device, self.opts.precision, self.opts.batch_size)
-        self.passes += len(flat)
-        by_key = {key: (stats[2 * i], stats[2 * i + 1]) for i, key in enumerate(seqs)}
-        for site, a, ref_key, alt_key in wanted:
-            self._set_window_values(site, a, by_key[ref_key], by_key[alt_key])
-
-    def _window_alleles(self, site: _Site) -> list[int]:
-        length = self.reference.length(site.contig)
-        left, right = self.window.flanks(site.start, len(site.ref), length)
-        alleles = []
-        for a, kind in enumerate(site.kinds):
-            if kind not in _SCORABLE:
-                continue
-            if len(site.ref) > self.window.length or right - left - len(site.ref) + len(site.alts[a]) > self.l_max:
-                site.fail(a, TOO_LONG)
-            elif right - left == len(site.ref):  # the contig is the REF allele: no flank at all
-                site.fail(a, NO_CONTEXT)
-            elif self.n_heavy(site.contig, left, right, len(site.ref)):
-                site.fail(a, N_IN_CONTEXT)
-            else:
-                alleles.append(a)
-        return alleles
-
-    @property
-    def l_max(self) -> int:
-        return self.model.l_max
-
-    def _window_pair(self, site: _Site, allele: str) -> tuple[_Seq, _Seq]:
-        """The window with ``allele`` in place of REF: (forward, reverse complement) sequences."""
-        length = self.reference.length(site.contig)
-        left, right = self.window.flanks(site.start, len(site.ref), length)
-        end = site.start + len(site.ref)
-        left_ids, right_ids = (
-            self.reference.ids(site.contig, left, site.start),
-            self.reference.ids(site.contig, end, right),
-        )
-        ids = np.concatenate([left_ids, [_BASE_ID[b] for b in allele], right_ids]).astype(np.int64)  # (L,)
-        return _Seq(ids, len(left_ids)), _Seq(reverse_complement_ids(ids), len(right_ids))
-
-    def _set_window_values(self, site: _Site, a: int, ref, alt) -> None:
-        (ref_f, ref_r), (alt_f, alt_r) = ref, alt
-        if "delta-ll" in self.opts.methods:
-            site.set(self.keys["dll"], a, ((alt_f[0] - ref_f[0]) + (alt_r[0] - ref_r[0])) / 2)
-        if "embedding" in self.opts.methods:
-            ref_vec, alt_vec = (ref_f[1] + ref_r[1]) / 2, (alt_f[1] + alt_r[1]) / 2  # (D,)
-            norms = np.linalg.norm(ref_vec) * np.linalg.norm(alt_vec)
-            site.set(self.keys["emb_cos"], a, 1.0 - float(ref_vec @ alt_vec) / norms if norms > 0 else 0.0)
-            site.set(self.keys["emb_l2"], a, float(np.linalg.norm(ref_vec - alt_vec)))
-
-
-# --------------------------------------------------------------------------- INFO fields
-
-
 def info_keys(prefix: str) -> dict[str, str]:
-    """Short name -> INFO key with ``prefix``."""
-    names = {"llr": "LLR", "llr_fwd": "LLR_FWD", "llr_rev": "LLR_REV", "dll": "DLL"}
-    names.update(emb_cos="EMB_COS", emb_l2="EMB_L2", skip="SKIP")
-    return {short: prefix + name for short, name in names.items()}
+    """Score name (and 'skip') -> INFO key with ``prefix``."""
+    keys = {s.name: prefix + s.suffix for method in METHODS.values() for s in method.scores}
+    return {**keys, "skip": prefix + "SKIP"}
 
 
 def info_fields(
     opts: ScoreVariantsOptions, label: str, tiling: LlrTiling, window: CentredWindow
 ) -> list[vcf.InfoField]:
-    """The INFO header lines for the requested methods (each names method, model, context, strands)."""
-    keys, fields = info_keys(opts.info_prefix), []
+    """The INFO header lines of the requested methods (each names method, model, context, strands)."""
     span = f"{tiling.context}-{tiling.pass_length} bp (genome-fixed windows, stride {tiling.stride})"
-    llr = f"Site log-likelihood ratio log P(alt) - log P(ref) by {label}"
-    if "llr" in opts.methods:
-        fields += [
-            vcf.InfoField(keys["llr"], "A", "Float", f"{llr}: mean of both strands (one if the other has no context)"),
-            vcf.InfoField(keys["llr_fwd"], "A", "Float", f"{llr}: forward strand, left context {span}"),
-            vcf.InfoField(keys["llr_rev"], "A", "Float", f"{llr}: reverse-complement strand, right context {span}"),
-        ]
-    centred = f"{window.length} bp window centred on the variant, mean of both strands, by {label}"
-    if "delta-ll" in opts.methods:
-        text = f"Window log-likelihood with ALT minus with REF (delta-ll), {centred}"
-        fields.append(vcf.InfoField(keys["dll"], "A", "Float", text))
-    if "embedding" in opts.methods:
-        fields += [
-            vcf.InfoField(keys["emb_cos"], "A", "Float", f"Cosine distance of REF and ALT mean embeddings, {centred}"),
-            vcf.InfoField(keys["emb_l2"], "A", "Float", f"L2 distance of REF and ALT mean embeddings, {centred}"),
-        ]
-    reasons = "|".join(_ALL_REASONS)
-    fields.append(vcf.InfoField(keys["skip"], "1", "String", f"Why genomelm could not score this record ({reasons})"))
-    return fields
+    fields = []
+    for score in (s for name in opts.methods for s in METHODS[name].scores):
+        text = score.description.format(model=label, span=span, window=window.length)
+        fields.append(vcf.InfoField(opts.info_prefix + score.suffix, score.number, score.type, text))
+    reasons = "|".join(SKIP_REASONS)
+    text = f"Why genomelm could not score this record ({reasons})"
+    return [*fields, vcf.InfoField(opts.info_prefix + "SKIP", "1", "String", text)]
 
 
-_ALL_REASONS = (
-    CONTIG_MISSING,
-    OUT_OF_RANGE,
-    REF_MISMATCH,
-    vcf.SYMBOLIC,
-    vcf.BREAKEND,
-    vcf.SPANNING_DELETION,
-    vcf.NO_ALT,
-    vcf.UNSUPPORTED,
-    NOT_SNV,
-    N_IN_CONTEXT,
-    TOO_LONG,
-    NO_CONTEXT,
-)
+def llr_tiling(opts: ScoreVariantsOptions, l_max: int) -> LlrTiling:
+    return _llr_tiling(opts.context, opts.stride, l_max)
 
 
-def _score_columns(opts: ScoreVariantsOptions) -> list[str]:
-    """Short names of the per-allele values, in the order of the TSV columns."""
-    columns = []
-    if "llr" in opts.methods:
-        columns += ["llr_fwd", "llr_rev", "llr"]
-    if "delta-ll" in opts.methods:
-        columns.append("dll")
-    if "embedding" in opts.methods:
-        columns += ["emb_cos", "emb_l2"]
-    return columns
+def centred_window(opts: ScoreVariantsOptions, l_max: int) -> CentredWindow:
+    return _centred_window(opts.window, l_max)
 
 
 # --------------------------------------------------------------------------- the command
@@ -422,20 +129,19 @@ def run(opts: ScoreVariantsOptions) -> ScoreVariantsSummary:
     _check_options(opts)
     set_threads(opts.threads)
     device = select_device(opts.device)
-    regions = _regions(opts.regions)
+    regions = [r for spec in opts.regions for r in parse_regions(spec)] if opts.regions else None
     started = time.perf_counter()
     summary = ScoreVariantsSummary(opts.output)
     with ExitStack() as stack:
-        fasta = stack.enter_context(_open_fasta(opts.fasta))
+        fasta = stack.enter_context(open_fasta(opts.fasta, "score-variants"))
         reader = stack.enter_context(vcf.VariantReader(opts.input))
         model = load_inference_model(opts.model, device, opts.conv_backend, opts.trust_checkpoint)
-        tiling, window = llr_tiling(opts, model.l_max), centred_window(opts, model.l_max)
-        scorer = _Scorer(opts, model, Reference(fasta), device, tiling, window)
-        rescoring = _prepare_header(reader, opts, model_label(opts.model, model), tiling, window)
+        scorer = VariantScorer(model, Reference(fasta), opts.settings(), device, source=opts.fasta)
+        rescoring, provenance = _prepare_header(reader, opts, model, scorer)
         writer = stack.enter_context(vcf.VariantWriter(opts.output, reader, index=opts.index))
-        tsv = stack.enter_context(_tsv_writer(opts))
-        clear = list(scorer.keys.values()) if rescoring else []
-        _score_all(scorer, reader.records(regions), writer, tsv, summary, clear)
+        tsv = stack.enter_context(_tsv_writer(opts, provenance))
+        clear = list(info_keys(opts.info_prefix).values()) if rescoring else []
+        _score_all(opts, scorer, reader.records(regions), writer, tsv, summary, clear)
     summary.forward_passes = scorer.passes
     summary.seconds = time.perf_counter() - started
     _report(summary)
@@ -443,11 +149,7 @@ def run(opts: ScoreVariantsOptions) -> ScoreVariantsSummary:
 
 
 def _check_options(opts: ScoreVariantsOptions) -> None:
-    methods = list(dict.fromkeys(opts.methods or ["llr"]))  # de-duplicated, order kept
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {unknown[0]!r}")
-    opts.methods = methods
+    opts.methods = check_methods(opts.methods)
     if opts.on_ref_mismatch not in MISMATCH_POLICIES:
         raise UsageError(f"--on-ref-mismatch must be skip or error, got {opts.on_ref_mismatch!r}")
     if opts.batch_size < 1:
@@ -475,117 +177,72 @@ def _same_file(a: str, b: str) -> bool:
     return os.path.abspath(a) == os.path.abspath(b)
 
 
-def llr_tiling(opts: ScoreVariantsOptions, l_max: int) -> LlrTiling:
-    """--context / --stride with defaults filling the model window; a pass longer than l_max -> UsageError."""
-    return variant_llr_tiling(opts.context, opts.stride, l_max)
-
-
-def centred_window(opts: ScoreVariantsOptions, l_max: int) -> CentredWindow:
-    """--window, by default half the model window (room for insertions: an ALT window is the REF
-    window with ALT in place of REF) capped at 4096; an ALT window longer than l_max is 'too_long'."""
-    length = opts.window if opts.window is not None else min(model_window(l_max) // 2, DEFAULT_WINDOW_CAP)
-    if length < 2:
-        raise UsageError(f"--window must be >= 2, got {length}")
-    if length > l_max:
-        raise UsageError(f"--window {length} is longer than the model allows ({l_max})")
-    return CentredWindow(length)
-
-
-def _regions(specs: list[str] | None):
-    if not specs:
-        return None
-    return [region for spec in specs for region in parse_regions(spec)]
-
-
-def _open_fasta(path: str) -> FastaSource:
-    return open_fasta(path, "score-variants")
-
-
-def _prepare_header(reader, opts, label: str, tiling: LlrTiling, window: CentredWindow) -> bool:
+def _prepare_header(reader, opts: ScoreVariantsOptions, model, scorer: VariantScorer) -> tuple[bool, dict]:
+    """Declare the INFO fields and the provenance lines; (re-scoring an output?, provenance)."""
+    label = model_label(opts.model, model)
+    tiling, window = scorer.tiling, scorer.window
     rescoring = reader.add_info(info_fields(opts, label, tiling, window))
     settings = (
         f"model={label};methods={','.join(opts.methods)};context={tiling.context};stride={tiling.stride};"
-        f"window={window.length};precision={opts.precision};strands=both"
+        f"window={window.length};precision={opts.precision};strands=both;max_n_frac={opts.max_n_frac}"
     )
-    reader.add_meta("genomelm_scoreVariantsVersion", __version__)
-    reader.add_meta("genomelm_scoreVariantsSettings", settings)
-    return rescoring
+    provenance = {
+        "genomelm_version": __version__,
+        "genomelm_command": command_line("score-variants", opts, positional=("input",)),
+        "genomelm_model": model_line(label, opts.model, model),
+        "genomelm_scoreVariantsSettings": settings,
+    }
+    for key, value in provenance.items():
+        reader.add_meta(key, value)
+    return rescoring, provenance
 
 
-def _tsv_writer(opts: ScoreVariantsOptions):
+def _tsv_writer(opts: ScoreVariantsOptions, provenance: dict):
     if opts.tsv is None:
         return nullcontext(None)
-    names = info_keys("")
-    columns = ["chrom", "pos", "id", "ref", "alt"] + [names[c].lower() for c in _score_columns(opts)] + ["skip"]
-    return vcf.TsvWriter(opts.tsv, columns)
+    columns = ["chrom", "pos", "id", "ref", "alt"] + score_columns(opts.methods) + ["skip"]
+    comment = "# " + "; ".join(f"{k}={v}" for k, v in provenance.items())
+    return vcf.TsvWriter(opts.tsv, columns, comment=comment)
 
 
-def _chunks(records: Iterator, stride: int, min_blocks: int) -> Iterator[list]:
-    """Records in lists that end at llr block boundaries (so a block's pass is not run twice for
-    sorted input) once they span ``min_blocks`` blocks, and never hold more than CHUNK_MAX_RECORDS."""
-    chunk: list = []
-    blocks: set = set()
-    for record in records:
-        block = (record.chrom, record.start // stride)
-        if chunk and (len(chunk) >= CHUNK_MAX_RECORDS or (len(blocks) >= min_blocks and block not in blocks)):
-            yield chunk
-            chunk, blocks = [], set()
-        chunk.append(record)
-        blocks.add(block)
-    if chunk:
-        yield chunk
-
-
-def _score_all(scorer: _Scorer, records, writer, tsv, summary: ScoreVariantsSummary, clear: list[str]) -> None:
-    columns = _score_columns(scorer.opts)
+def _score_all(opts, scorer: VariantScorer, records, writer, tsv, summary, clear: list[str]) -> None:
+    keys, columns = info_keys(opts.info_prefix), score_columns(opts.methods)
     with progress("variant") as bar:
         task = bar.add_task("score-variants", total=None)
-        for chunk in _chunks(records, scorer.tiling.stride, scorer.opts.batch_size):
-            for site in scorer.score(chunk):
-                _finish(scorer, site, summary, clear)
+        for chunk, sites in scorer.score_all(records):
+            for site in sites:
+                skip = _count(opts, site, summary)
+                values = {keys[name]: tuple(v) for name, v in site.values.items()}
+                vcf.set_info(site.record, {keys["skip"]: skip, **values}, clear)
                 writer.write(site.record)
                 if tsv is not None:
-                    _tsv_rows(tsv, site, scorer.keys, columns)
+                    _tsv_rows(tsv, site, columns)
             bar.advance(task, len(chunk))
 
 
-def _finish(scorer: _Scorer, site: _Site, summary: ScoreVariantsSummary, clear: list[str]) -> None:
-    """Count the site, decide its SKIP reason, and write its values into the record's INFO."""
+def _count(opts: ScoreVariantsOptions, site, summary: ScoreVariantsSummary) -> str | None:
+    """Count the site in the summary; return its SKIP value (--strict: an error instead)."""
     summary.records += 1
-    scored = [any(v[a] is not None for v in site.values.values()) for a in range(len(site.alts))]
-    unscored = [_allele_reason(site, a) for a in range(len(site.alts)) if not scored[a]]
-    skip = None
-    if not any(scored):
-        skip = site.reason or (unscored[0] if unscored else vcf.NO_ALT)
+    skip = site.skip_reason()
+    if skip is not None:
         summary.skipped[skip] += 1
-        if scorer.opts.strict:
+        if opts.strict:
             record = site.record
             raise InputError(f"{record.chrom}:{record.pos}: not scored ({skip}); --strict makes this an error")
-    else:
-        summary.scored += 1
-        summary.alleles_scored += sum(scored)
-        summary.alleles_unscored.update(unscored)
-    values = {scorer.keys["skip"]: skip}
-    values.update({key: tuple(v) for key, v in site.values.items()})
-    vcf.set_info(site.record, values, clear)
+        return skip
+    scored = [site.scored(a) for a in range(len(site.alts))]
+    summary.scored += 1
+    summary.alleles_scored += sum(scored)
+    summary.alleles_unscored.update(site.allele_reason(a) for a, ok in enumerate(scored) if not ok)
+    return None
 
 
-def _allele_reason(site: _Site, a: int) -> str:
-    if site.reason is not None:
-        return site.reason
-    if site.kinds[a] not in _SCORABLE:
-        return site.kinds[a]
-    return site.why[a] or NOT_SNV
-
-
-def _tsv_rows(tsv, site: _Site, keys: dict[str, str], columns: list[str]) -> None:
+def _tsv_rows(tsv, site, columns: list[str]) -> None:
     record = site.record
-    skip = record.info.get(keys["skip"])
-    alts = site.alts or ["."]
-    for a, alt in enumerate(alts):
-        values = [site.values.get(keys[c], [None] * len(alts))[a] for c in columns]
-        reason = skip or (None if any(v is not None for v in values) else _allele_reason(site, a))
-        tsv.row([record.chrom, record.pos, record.id or ".", record.ref, alt, *values, reason])
+    for alt, scores, reason in site.allele_results():
+        tsv.row(
+            [record.chrom, record.pos, record.id or ".", record.ref, alt, *(scores.get(c) for c in columns), reason]
+        )
 
 
 def _report(summary: ScoreVariantsSummary) -> None:

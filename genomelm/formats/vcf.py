@@ -514,14 +514,17 @@ def set_info(record: pysam.VariantRecord, values: dict[str, object], clear: Iter
 
 class TsvWriter:
     """A tab-separated table, one row per ALT allele, written to a temporary file renamed on
-    ``commit()``. Missing values are written as 'NA'."""
+    ``commit()``. Missing values are written as 'NA'; ``comment`` (a line starting with '#', e.g.
+    provenance) goes before the column names."""
 
-    def __init__(self, path: str, columns: list[str]):
+    def __init__(self, path: str, columns: list[str], comment: str | None = None):
         if path == "-":
             raise UsageError("--tsv needs a file path (stdout carries the VCF)")
         self.path = path
         self._tmp = _temporary_path(path, suffix="")
         self._handle = open(self._tmp, "w", encoding="utf-8")
+        if comment is not None:
+            self._handle.write(comment + "\n")
         self._handle.write("\t".join(columns) + "\n")
 
     def row(self, values: list[object]) -> None:

@@ -31,6 +31,7 @@ reverse-complement pass (right context), batched ``batch_size`` passes per model
   mean of the strands that have context.
 """
 
+from genomelm.variants.engine import ScoringSettings, VariantScorer
 from genomelm.variants.llr import (
     BASES,
     BlockLogProbs,
@@ -46,10 +47,25 @@ from genomelm.variants.llr import (
     score_llr_naive,
     score_llr_shared,
 )
+from genomelm.variants.methods import METHODS, Method, Score, check_methods, score_columns
+from genomelm.variants.planner import SKIP_REASONS, Site, Variant
 from genomelm.variants.reference import Reference, open_fasta
+from genomelm.variants.windows import CentredWindow, centred_window
 
 __all__ = [
     "BASES",
+    "METHODS",
+    "SKIP_REASONS",
+    "CentredWindow",
+    "Method",
+    "Score",
+    "ScoringSettings",
+    "Site",
+    "Variant",
+    "VariantScorer",
+    "centred_window",
+    "check_methods",
+    "score_columns",
     "BlockLogProbs",
     "BlockRequest",
     "LlrResult",

@@ -12,16 +12,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from genomelm import variants as engine_api
 from genomelm.cli import app
 from genomelm.commands import score_variants as sv
 from genomelm.errors import InputError, RefMismatchError, UsageError
 from genomelm.formats.checkpoint import load_model, save_model
 from genomelm.formats.fasta import FastaSource
 from genomelm.tokenizer import CharTokenizer, reverse_complement_ids
+from genomelm.variants import engine
 from tests.conftest import random_dna, tiny_model, write_fasta
 
 runner = CliRunner()
-KEYS = ("GLM_LLR", "GLM_LLR_FWD", "GLM_LLR_REV", "GLM_DLL", "GLM_EMB_COS", "GLM_EMB_L2", "GLM_SKIP")
+KEYS = ("GLM_LLR", "GLM_LLR_FWD", "GLM_LLR_REV", "GLM_DLL", "GLM_DLL_MEAN", "GLM_EMB_COS", "GLM_EMB_L2", "GLM_SKIP")
 
 
 @pytest.fixture(autouse=True)
@@ -180,15 +182,15 @@ def test_output_equals_input_apart_from_added_info(data, tmp_path, tiny_model_di
 
 def test_shared_windows_equal_one_pass_per_variant(tmp_path, tiny_model_dir):
     model = load_model(str(tiny_model_dir))
-    tiling = sv.LlrTiling(context=60, stride=100)  # 30 blocks in a small genome
+    tiling = engine_api.LlrTiling(context=60, stride=100)  # 30 blocks in a small genome
     rng = np.random.default_rng(0)
     with FastaSource(write_fasta(tmp_path / "g.fa", GENOME)) as fasta:
-        reference = sv.Reference(fasta)
+        reference = engine_api.Reference(fasta)
         seq = GENOME["chr1"].upper()
         positions = sorted(set(rng.integers(0, 3000, 80).tolist()) | {0, 1, 99, 100, 101, 2998, 2999})
-        queries = [sv.SnvQuery("chr1", p, seq[p], [b for b in "ACGT" if b != seq[p]]) for p in positions]
-        shared, shared_passes = sv.score_llr_shared(model, reference, queries, tiling, torch.device("cpu"))
-        naive, naive_passes = sv.score_llr_naive(model, reference, queries, tiling, torch.device("cpu"))
+        queries = [engine_api.SnvQuery("chr1", p, seq[p], [b for b in "ACGT" if b != seq[p]]) for p in positions]
+        shared, shared_passes = engine_api.score_llr_shared(model, reference, queries, tiling, torch.device("cpu"))
+        naive, naive_passes = engine_api.score_llr_naive(model, reference, queries, tiling, torch.device("cpu"))
     blocks = len({p // 100 for p in positions})
     assert naive_passes == 2 * len(queries) - 2 and shared_passes <= 2 * blocks < naive_passes / 2
     for a, b in zip(shared, naive):
@@ -255,7 +257,7 @@ def test_alone_equals_among_neighbours_and_batch_and_threads(data, tmp_path, tin
     base = tmp_path / "all.vcf"
     sv.run(options(vcf_path, fasta, base, tiny_model_dir, methods=methods, batch_size=1))
     other = tmp_path / "b7.vcf"
-    monkeypatch.setattr(sv, "WINDOW_SITES_PER_SLICE", 3)  # windows built a few sites at a time
+    monkeypatch.setattr(engine, "WINDOW_SITES_PER_SLICE", 3)  # windows built a few sites at a time
     sv.run(options(vcf_path, fasta, other, tiny_model_dir, methods=methods, batch_size=7, threads=2))
     alone_rows = [row for row in variants() if row[:2] == ("1", 1100)]
     alone = tmp_path / "alone.vcf"
@@ -338,14 +340,15 @@ def test_empty_vcf_gives_valid_empty_output(tmp_path, tiny_model_dir):
     out = tmp_path / "out.vcf.gz"
     summary = sv.run(options(empty, fasta, out, tiny_model_dir, index=True, tsv=str(tmp_path / "t.tsv")))
     assert summary.records == 0 and read_records(out) == []
-    assert (tmp_path / "t.tsv").read_text().startswith("chrom\tpos\tid\tref\talt\tllr_fwd")
+    comment, columns = (tmp_path / "t.tsv").read_text().splitlines()  # provenance, then the column names
+    assert comment.startswith("# genomelm_version=") and columns.startswith("chrom\tpos\tid\tref\talt\tllr_fwd")
 
 
 def test_tsv_table(data, tmp_path, tiny_model_dir):
     fasta, vcf_path = data
     tsv = tmp_path / "t.tsv"
     sv.run(options(vcf_path, fasta, tmp_path / "o.vcf", tiny_model_dir, methods=["llr", "embedding"], tsv=str(tsv)))
-    lines = [line.split("\t") for line in tsv.read_text().splitlines()]
+    lines = [line.split("\t") for line in tsv.read_text().splitlines() if not line.startswith("#")]
     assert lines[0] == ["chrom", "pos", "id", "ref", "alt", "llr_fwd", "llr_rev", "llr", "emb_cos", "emb_l2", "skip"]
     rows = lines[1:]
     n_alts = sum(max(1, len(alleles) - 1) for _, _, alleles, _ in variants())
@@ -361,7 +364,15 @@ def test_rescoring_scored_output_overwrites_values(data, tmp_path, tiny_model_di
     first, second = tmp_path / "first.vcf", tmp_path / "second.vcf"
     sv.run(options(vcf_path, fasta, first, tiny_model_dir))
     sv.run(options(first, fasta, second, tiny_model_dir))
-    assert second.read_text() == first.read_text()  # same header lines (not repeated), same values
+    first_meta, first_body = split_vcf(first.read_text())
+    second_meta, second_body = split_vcf(second.read_text())
+    assert second_body == first_body  # same values, overwritten in place
+    # same header lines, none repeated, plus the second command line (a history, as bcftools keeps)
+    commands = [x for x in second_meta if x.startswith("##genomelm_command=")]
+    assert [x for x in second_meta if x not in commands] == [
+        x for x in first_meta if not x.startswith("##genomelm_command")
+    ]
+    assert len(commands) == 2 and "first.vcf" in commands[1] and "second.vcf" in commands[1]
     assert read_records(second) == read_records(first)
 
 
