@@ -404,6 +404,14 @@ def score_variants(
     precision: PrecisionOpt = "fp32",
     conv_backend: ConvBackendOpt = None,
     threads: ThreadsOpt = None,
+    precomputed: Annotated[
+        Optional[str],
+        typer.Option(help="llr looked up in a score-genome OUTDIR (no model, CPU) instead of computed."),
+    ] = None,
+    calibration: Annotated[
+        Optional[str],
+        typer.Option(help="Rank llr among all SNVs of the genome (score-genome OUTDIR): adds LLR_PCT, LLR_PHRED."),
+    ] = None,
     trust_checkpoint: TrustOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -435,6 +443,8 @@ def score_variants(
                 conv_backend=conv_backend,
                 threads=threads,
                 trust_checkpoint=trust_checkpoint,
+                precomputed=precomputed,
+                calibration=calibration,
             )
         )
 

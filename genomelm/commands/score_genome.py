@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 from genomelm import __version__
 from genomelm.commands._common import load_inference_model, model_label, select_device, set_threads
+from genomelm.commands._provenance import model_sha256
 from genomelm.errors import Interrupted, UsageError
 from genomelm.formats import genome_store as store
-from genomelm.formats.checkpoint import model_weights_file, weights_sha256
 from genomelm.formats.fasta import parse_regions
 from genomelm.formats.tracks import check_track_contigs
 from genomelm.log import get_logger, progress
@@ -215,12 +215,10 @@ def _barrier(world: int) -> None:
 
 def _identity(opts: ScoreGenomeOptions, model, tiling, lengths: dict[str, int], plan: GenomePlan) -> dict:
     """What makes two runs the same run: model, settings, genome (the manifest without provenance)."""
-    weights = model_weights_file(opts.model)
     return {
         "model": {
             "name": model_label(opts.model, model),
-            "sha256": store.file_sha256(str(weights)) if weights is not None else None,
-            "weights_sha256": weights_sha256(model),
+            "sha256": model_sha256(opts.model, model),
             "l_max": model.l_max,
         },
         "settings": {

@@ -10,7 +10,6 @@ the caller's explicit opt-in (``trust_checkpoint=True``, the CLI's --trust-check
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -590,26 +589,3 @@ def load_classifier(directory: str | os.PathLike) -> tuple[HyenaDNAClassifier, C
         missing = [k for k in missing if k != "lm_head.weight"]
     _check_keys(path, missing, unexpected)
     return model.eval(), info
-
-
-def model_weights_file(spec: str | os.PathLike | None) -> Path | None:
-    """The model.safetensors that ``load_model(spec)`` reads, when it reads one (None for presets,
-    pickled official checkpoints and Hub ids not yet resolved)."""
-    if spec is None or str(spec) == "default":
-        directory = builtin_model_dir()
-    elif Path(spec).is_dir():
-        directory = Path(spec)
-    else:
-        directory = named_model_dir(str(spec))
-    if directory is None or not (directory / "model.safetensors").is_file():
-        return None
-    return directory / "model.safetensors"
-
-
-def weights_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 of a model's weights (names, shapes, fp32 values), whatever file they came from."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f"{name}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()

@@ -17,7 +17,6 @@ computes the rest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -85,14 +84,6 @@ def read_manifest(outdir: str) -> dict:
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise FormatError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} manifest")
     return manifest
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- segments

@@ -20,6 +20,7 @@ from genomelm.variants.reference import Reference
 CONTIG_MISSING, OUT_OF_RANGE, REF_MISMATCH, REF_IS_N = "contig_missing", "out_of_range", "ref_mismatch", "ref_is_n"
 N_IN_CONTEXT, NOT_SNV, TOO_LONG, NO_CONTEXT = "n_in_context", "not_snv", "too_long", "no_context"
 NON_FINITE = "non_finite"  # the model produced NaN or inf for this allele
+NOT_IN_PRECOMPUTED = "not_in_precomputed"  # --precomputed: the store has no value there (outside its regions)
 
 SKIP_REASONS = (
     CONTIG_MISSING,
@@ -36,6 +37,7 @@ SKIP_REASONS = (
     TOO_LONG,
     NO_CONTEXT,
     NON_FINITE,
+    NOT_IN_PRECOMPUTED,
 )
 SCORABLE = (vcf.SNV, vcf.MNV, vcf.INDEL)
 BASE_ID = {"A": A_ID, "C": C_ID, "G": G_ID, "T": T_ID}

@@ -42,32 +42,13 @@ class PrecomputedScores:
 
     def check_genome(self, lengths: dict[str, int], fasta: str) -> None:
         """InputError unless ``lengths`` (the FASTA's contigs, in order) are the store's genome."""
-        expected = {name: length for name, length in self.manifest["genome"]["contigs"]}
-        if expected == lengths:
-            return
-        for name, length in expected.items():
-            if name not in lengths:
-                raise InputError(f"{fasta} is not the genome of {self.outdir}: it has no contig {name}")
-            if lengths[name] != length:
-                raise InputError(
-                    f"{fasta} is not the genome of {self.outdir}: contig {name} has length {lengths[name]:,} "
-                    f"there and {length:,} in the store"
-                )
-        extra = next(name for name in lengths if name not in expected)
-        raise InputError(f"{fasta} is not the genome of {self.outdir}: contig {extra} is not in the store")
+        check_store_genome(self.manifest, self.outdir, lengths, fasta)
 
-    def check_model(self, weights_sha256: str, label: str) -> None:
-        """UsageError when --model names another model than the store's."""
-        if weights_sha256 != self.manifest["model"]["weights_sha256"]:
-            raise UsageError(
-                f"--model {label} is not the model of {self.outdir} ({self.manifest['model']['name']}): "
-                "leave --model out to use the store, or score with the model"
-            )
-
-    def check_settings(self, context: int | None, stride: int | None, max_n_frac: float) -> None:
-        """UsageError when explicit llr settings differ from the store's (its values would not be theirs)."""
+    def check_settings(self, context: int | None, stride: int | None) -> None:
+        """UsageError when explicit llr tiling settings differ from the store's (its values would not be
+        theirs). --max-n-frac may differ: a stricter one skips more (n_in_context), a looser one finds
+        no stored value where the store's was stricter (not_in_precomputed)."""
         given = {"--context": (context, self.tiling.context), "--stride": (stride, self.tiling.stride)}
-        given["--max-n-frac"] = (max_n_frac, self.max_n_frac)
         for flag, (value, stored) in given.items():
             if value is not None and value != stored:
                 raise UsageError(f"{flag} {value}: {self.outdir} was computed with {flag} {stored}")
@@ -105,6 +86,23 @@ class PrecomputedScores:
         self._readers.clear()
 
 
+def check_store_genome(manifest: dict, outdir: str, lengths: dict[str, int], fasta: str) -> None:
+    """InputError unless the FASTA's contigs (names and lengths) are those the store was made from."""
+    expected = {name: length for name, length in manifest["genome"]["contigs"]}
+    if expected == lengths:
+        return
+    for name, length in expected.items():
+        if name not in lengths:
+            raise InputError(f"{fasta} is not the genome of {outdir}: it has no contig {name}")
+        if lengths[name] != length:
+            raise InputError(
+                f"{fasta} is not the genome of {outdir}: contig {name} has length {lengths[name]:,} "
+                f"there and {length:,} in the store"
+            )
+    extra = next(name for name in lengths if name not in expected)
+    raise InputError(f"{fasta} is not the genome of {outdir}: contig {extra} is not in the store")
+
+
 def _strands(mean: np.ndarray, forward: np.ndarray, last_base: bool) -> LlrResult:
     """Forward and reverse llr from the stored mean and forward values (see the module docstring)."""
     if last_base:
@@ -112,7 +110,7 @@ def _strands(mean: np.ndarray, forward: np.ndarray, last_base: bool) -> LlrResul
     else:
         reverse = np.where(np.isnan(forward), mean, 2.0 * mean - forward)
     forward = np.where(np.isnan(mean), np.nan, forward)
-    return LlrResult(forward, np.where(np.isnan(mean), np.nan, reverse))
+    return LlrResult(forward, np.where(np.isnan(mean), np.nan, reverse), np.zeros(len(mean), dtype=bool))
 
 
 def _by_contig(queries: list[SnvQuery]) -> dict[str, list[int]]:
@@ -150,3 +148,36 @@ def load_calibration(outdir: str) -> tuple[calibration.CalibrationTable, dict]:
     if found != expected:
         raise FormatError(f"{path}: calibration bins {found}, this genomelm reads {expected}")
     return calibration.CalibrationTable(arrays["counts"]), manifest
+
+
+def calibrate_sites(engine, sites) -> None:
+    """The 'calibration' method: rank each ALT allele's llr in ``engine.calibration``, genome-wide
+    (llr_pct, llr_phred) and within its trinucleotide context (llr_pct_ctx, llr_phred_ctx)."""
+    if engine.calibration is None:
+        raise UsageError("the calibration scores need --calibration OUTDIR (a score-genome store)")
+    table: calibration.CalibrationTable = engine.calibration
+    for site in sites:
+        llr = site.values.get("llr")
+        if llr is None:
+            continue
+        values = np.array([np.nan if v is None else v for v in llr], dtype=np.float64)  # (n_alts,)
+        context = np.full(len(values), _context(engine.reference, site.contig, site.start))
+        for suffix, rows in (("", None), ("_ctx", context)):
+            if rows is not None and context[0] < 0:
+                continue  # a contig end or a non-ACGT neighbour: no trinucleotide to rank within
+            fraction = table.rank_fraction(values, rows)
+            for a in np.flatnonzero(np.isfinite(values) & np.isfinite(fraction)):
+                site.set(f"llr_pct{suffix}", int(a), fraction[a])
+                site.set(
+                    f"llr_phred{suffix}",
+                    int(a),
+                    table.phred(fraction[a : a + 1], rows if rows is None else rows[a : a + 1])[0],
+                )
+
+
+def _context(reference: Reference, contig: str, pos: int) -> int:
+    """Trinucleotide context index of 0-based ``pos`` (-1 at a contig end or with a non-ACGT base)."""
+    length = reference.length(contig)
+    if pos == 0 or pos + 1 >= length:
+        return -1
+    return int(calibration.context_index(reference.ids(contig, pos - 1, pos + 2))[0])

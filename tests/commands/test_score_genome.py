@@ -1,5 +1,6 @@
 """`genomelm score-genome`: values equal score-variants', tracks, manifest, calibration, resume, bad input."""
 
+import hashlib
 import json
 import os
 import signal
@@ -10,8 +11,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pysam
 import pyBigWig
+import pysam
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -146,7 +147,7 @@ def test_min_and_surprise_tracks(data):
     surprise = track_values(data["store"], "surprise", "chr2", 300)
     assert np.isfinite(surprise).all() and (surprise > 0).all()
     # -log2 P(ref) and llr agree: P(alt) = P(ref) * 2^(llr / ln 2) sums with P(ref) to at most 1 per strand
-    p_ref = 2.0 ** -surprise
+    p_ref = 2.0**-surprise
     assert (p_ref * np.exp(means).sum(0) <= 1.0 + 1e-3).all()
 
 
@@ -154,7 +155,7 @@ def test_tracks_are_bigwig_with_the_genome_header_and_a_manifest(data):
     manifest = json.loads((data["store"] / store.MANIFEST).read_text())
     assert manifest["genome"]["contigs"] == [[n, len(s)] for n, s in _genome().items()]
     assert manifest["settings"]["context"] == CONTEXT and manifest["settings"]["stride"] == STRIDE
-    assert manifest["model"]["sha256"] == store.file_sha256(str(data["model"] / "model.safetensors"))
+    assert manifest["model"]["sha256"] == hashlib.sha256((data["model"] / "model.safetensors").read_bytes()).hexdigest()
     assert set(manifest["tracks"]) == set(store.TRACKS)
     for track in store.TRACKS:
         handle = pyBigWig.open(str(store.track_file(str(data["store"]), track)))
@@ -300,4 +301,130 @@ def test_one_thread_equals_two_and_batch_sizes_agree(data, tmp_path):
     for track in ("llr_A", "surprise"):
         np.testing.assert_allclose(
             track_values(out, track, "chr2", 300), track_values(data["store"], track, "chr2", 300), rtol=1e-5, atol=1e-6
+        )
+
+
+# --------------------------------------------------------------------------- lookup (score-variants --precomputed)
+
+
+def _mixed_vcf(path: Path, genome: dict[str, str]) -> Path:
+    """Every SNV of chr2 and of chr1's ends and N run, plus records the store cannot hold."""
+    header = pysam.VariantHeader()
+    for name in genome:
+        header.contigs.add(name, length=len(genome[name]))
+    header.contigs.add("chrZ", length=100)
+    c1 = genome["chr1"].upper()
+    rows = [("chr1", p) for p in [*range(0, 30), *range(580, 650), *range(1470, 1500)]]
+    rows += [("chr2", p) for p in range(300)] + [("chrT", 0), ("chrE", 0), ("chrE", 1)]
+    with pysam.VariantFile(str(path), "w", header=header) as handle:
+        for contig, pos in rows:
+            base = genome[contig][pos].upper()
+            alts = tuple(b for b in "ACGT" if b != base) if base in "ACGT" else ("A",)
+            handle.write(handle.new_record(contig=contig, start=pos, stop=pos + 1, alleles=(base, *alts)))
+        for contig, start, alleles in [
+            ("chr1", 40, (c1[40:43], c1[40])),  # deletion: not_snv
+            ("chr1", 50, ("T" if c1[50] != "T" else "A", "C")),  # REF differs from the FASTA
+            ("chrZ", 5, ("A", "G")),  # contig_missing
+        ]:
+            handle.write(handle.new_record(contig=contig, start=start, stop=start + len(alleles[0]), alleles=alleles))
+    return path
+
+
+def _records(path) -> list:
+    with pysam.VariantFile(str(path)) as handle:
+        return [(r.chrom, r.pos, r.ref, r.alts, dict(r.info)) for r in handle]
+
+
+def assert_same_annotations(got: list, expected: list) -> None:
+    """Same records, same INFO keys (and SKIP values), numbers equal to float rounding."""
+    assert len(got) == len(expected)
+    for (*site, info), (*site_expected, info_expected) in zip(got, expected):
+        assert site == site_expected and set(info) == set(info_expected), (site, info, info_expected)
+        for key, value in info.items():
+            if isinstance(value, str):
+                assert value == info_expected[key], (site, key)
+            else:
+                np.testing.assert_allclose(np.array(value, float), np.array(info_expected[key], float), 1e-5, 1e-5)
+
+
+def test_lookup_gives_the_same_info_as_computing(data, tmp_path):
+    vcf_path = _mixed_vcf(tmp_path / "mixed.vcf", _genome())
+    computed = scored_by_score_variants(data, vcf_path)
+    looked = vcf_path.with_suffix(".looked.vcf")
+    base = dict(input=str(vcf_path), fasta=str(data["fasta"]), output=str(looked))
+    summary = sv.run(sv.ScoreVariantsOptions(**base, precomputed=str(data["store"])))
+    assert summary.forward_passes == 0
+    records = _records(looked)
+    assert_same_annotations(records, [(c, p + 1, r, a, i) for c, p, r, a, i in computed])
+    skips = {info.get("GLM_SKIP") for *_, info in records}
+    assert {"not_snv", "ref_mismatch", "contig_missing", "n_in_context", "no_context"} <= skips
+
+
+def test_lookup_outside_the_store_and_bad_stores(data, tmp_path):
+    partial = tmp_path / "part"
+    sg.run(options(data["fasta"], partial, data["model"], regions=["chr2:1-100"]))
+    vcf_path = _mixed_vcf(tmp_path / "mixed.vcf", _genome())
+    out = tmp_path / "o.vcf"
+    base = dict(input=str(vcf_path), fasta=str(data["fasta"]), output=str(out))
+    sv.run(sv.ScoreVariantsOptions(**base, precomputed=str(partial)))
+    by_site = {(c, p): info for c, p, _, _, info in _records(out)}
+    assert "GLM_LLR" in by_site[("chr2", 50)] and by_site[("chr2", 150)]["GLM_SKIP"] == "not_in_precomputed"
+    other = write_fasta(tmp_path / "other.fa", {**_genome(), "chr2": random_dna(301, seed=2)})
+    with pytest.raises(InputError, match="contig chr2 has length 301"):
+        sv.run(sv.ScoreVariantsOptions(**{**base, "fasta": str(other)}, precomputed=str(data["store"])))
+    other_model = save_model(tiny_model(seed=5), tmp_path / "other-model")
+    with pytest.raises(UsageError, match="not the model of"):
+        sv.run(sv.ScoreVariantsOptions(**base, precomputed=str(data["store"]), model=str(other_model)))
+    with pytest.raises(UsageError, match="llr values only"):
+        sv.run(sv.ScoreVariantsOptions(**base, precomputed=str(data["store"]), methods=["llr", "delta-ll"]))
+    with pytest.raises(UsageError, match="--stride 7"):
+        sv.run(sv.ScoreVariantsOptions(**base, precomputed=str(data["store"]), stride=7))
+    with pytest.raises(InputError, match="not a finished score-genome store"):
+        sv.run(sv.ScoreVariantsOptions(**base, precomputed=str(tmp_path)))
+    assert not out.with_name("o2.vcf").exists()
+
+
+def test_calibration_adds_ranks_and_phred(data, tmp_path):
+    vcf_path = _mixed_vcf(tmp_path / "mixed.vcf", _genome())
+    out = tmp_path / "c.vcf"
+    result = runner.invoke(
+        app,
+        ["score-variants", str(vcf_path), "-f", str(data["fasta"]), "-o", str(out)]
+        + ["--precomputed", str(data["store"]), "--calibration", str(data["store"])],
+    )
+    assert result.exit_code == 0, result.output
+    table = CalibrationTable(store.load_arrays(str(data["store"] / store.CALIBRATION))["counts"])
+    checked = 0
+    for contig, pos, _, _, info in _records(out):
+        if "GLM_LLR" not in info:
+            assert "GLM_LLR_PCT" not in info
+            continue
+        pct, phred = np.array(info["GLM_LLR_PCT"], float), np.array(info["GLM_LLR_PHRED"], float)
+        np.testing.assert_allclose(pct, table.rank_fraction(np.array(info["GLM_LLR"], float)), atol=1e-4)
+        np.testing.assert_allclose(phred, -10 * np.log10(np.maximum(pct, 1 / table.totals[-1])), rtol=1e-5, atol=1e-4)
+        seq = _genome()[contig].upper()
+        known = 1 < pos < len(seq) and set(seq[pos - 2 : pos + 1]) <= set("ACGT")  # pos is 1-based
+        assert ("GLM_LLR_PCT_CTX" in info) == known, (contig, pos)
+        checked += 1
+    assert checked > 500
+    computed = tmp_path / "computed.vcf"
+    sv.run(
+        sv.ScoreVariantsOptions(
+            str(vcf_path),
+            str(data["fasta"]),
+            str(computed),
+            model=str(data["model"]),
+            context=CONTEXT,
+            stride=STRIDE,
+            batch_size=3,
+            calibration=str(data["store"]),
+        )
+    )
+    assert_same_annotations(_records(computed), _records(out))
+    other_model = save_model(tiny_model(seed=5), tmp_path / "other-model")
+    with pytest.raises(UsageError, match="not the model of"):
+        sv.run(
+            sv.ScoreVariantsOptions(
+                str(vcf_path), str(data["fasta"]), str(computed), model=str(other_model), calibration=str(data["store"])
+            )
         )
