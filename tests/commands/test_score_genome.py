@@ -406,7 +406,7 @@ def test_calibration_adds_ranks_and_phred(data, tmp_path):
         known = 1 < pos < len(seq) and set(seq[pos - 2 : pos + 1]) <= set("ACGT")  # pos is 1-based
         assert ("GLM_LLR_PCT_CTX" in info) == known, (contig, pos)
         checked += 1
-    assert checked > 500
+    assert checked > 300
     computed = tmp_path / "computed.vcf"
     sv.run(
         sv.ScoreVariantsOptions(
