@@ -23,14 +23,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from genomelm.errors import InputError
 from genomelm.formats.fasta import Region, resolve_contig
-from genomelm.tokenizer import A_ID, N_ID
-from genomelm.variants.llr import LlrTiling, block_log_probs
+from genomelm.runtime import autocast, pad_right
+from genomelm.tokenizer import A_ID, C_ID, G_ID, N_ID, PAD_ID, T_ID, reverse_complement_ids
+from genomelm.variants.llr import LlrTiling
 from genomelm.variants.reference import Reference
 
 SEGMENT_BASES = 1 << 20  # about this many bases per saved segment
+_FORWARD_COLUMNS = [A_ID, C_ID, G_ID, T_ID]  # vocabulary ids of A, C, G, T
+_REVERSE_COLUMNS = [T_ID, G_ID, C_ID, A_ID]  # the reverse strand reads the complement of each base
 
 
 # --------------------------------------------------------------------------- the plan
@@ -153,32 +157,79 @@ class GenomeScorer:
     def _batch(self, contig: str, blocks: range, length: int) -> dict[str, np.ndarray]:
         """Arrays of the positions of ``blocks`` (consecutive); N-heavy blocks are not run."""
         live = [b for b in blocks if self._context_ok(contig, b, length)]
-        results = {r.block: r for r in self._log_probs(contig, live)}
+        results = dict(zip(live, dense_block_log_probs(self, contig, live, length)))
         parts = []
         for block in blocks:
             lo, hi = self.tiling.block_span(block, length)
             parts.append(_block_arrays(results.get(block), self.reference.ids(contig, lo, hi)))
         return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
-    def _log_probs(self, contig: str, blocks: list[int]):
-        if not blocks:
-            return []
-        return block_log_probs(
-            self.model,
-            self.reference,
-            contig,
-            blocks,
-            self.tiling,
-            device=self.device,
-            precision=self.precision,
-            batch_size=self.batch_size,
-        )
-
     def _context_ok(self, contig: str, block: int, length: int) -> bool:
         """As score-variants decides per SNV (n_in_context, no_context): some context, few enough N."""
         left, right = self.tiling.context_span(block * self.tiling.stride, length)
         bases = right - left - 1
         return bases > 0 and self.reference.n_count(contig, left, right) <= self.max_n_frac * bases
+
+
+def dense_block_log_probs(scorer: GenomeScorer, contig: str, blocks: list[int], length: int):
+    """(forward, reverse) log P(A, C, G, T) of every position of each block, (P, 4) float64 each.
+
+    The passes of ``block_log_probs`` for whole blocks (the same sequences, the same float64
+    log-softmax of the same float32 logits), with the head, the log-softmax and the choice of rows
+    done on the device in one go per strand: block_log_probs picks rows through Python lists and
+    normalises on the CPU, which costs more than the model at genome scale. Equality with it is
+    tested (to float rounding)."""
+    if not blocks:
+        return []
+    spans = [_pass_spans(scorer.tiling, b, length) for b in blocks]
+    forward = _strand(scorer, [(contig, *f) for f, _ in spans], reverse=False)
+    reverse = _strand(scorer, [(contig, *r) for _, r in spans], reverse=True)
+    return list(zip(forward, reverse))
+
+
+def _pass_spans(tiling: LlrTiling, block: int, length: int):
+    """For each strand: (sequence start, sequence end, first row, end row, rows before the first
+    position that has context) of a whole block's pass; see LlrTiling for the spans."""
+    start, end = tiling.block_span(block, length)
+    left, right = tiling.context_span(start, length)
+    first = max(start, left + 1)  # forward index i predicts position left + i + 1
+    forward = (left, end - 1, first - left - 1, end - left - 1, first - start)
+    last = min(end, right - 1)  # reverse index i predicts position right - i - 2
+    reverse = (start + 1, right, right - last - 1, right - start - 1, end - last)
+    return forward, reverse
+
+
+@torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
+def _strand(scorer: GenomeScorer, passes, reverse: bool) -> list[np.ndarray]:
+    """(P, 4) float64 log-probabilities of one strand's passes, NaN rows where there is no context."""
+    ids = []
+    for contig, lo, hi, *_ in passes:
+        seq = scorer.reference.ids(contig, lo, hi) if hi > lo else np.empty(0, dtype=np.int64)
+        ids.append(reverse_complement_ids(seq) if reverse else seq)
+    runnable = [j for j, seq in enumerate(ids) if len(seq)]
+    out = []
+    picked = _log_probs_rows(scorer, [ids[j] for j in runnable], [passes[j][3:5] for j in runnable], reverse)
+    by_pass = dict(zip(runnable, picked))
+    for j, one_pass in enumerate(passes):
+        rows, missing = by_pass.get(j, np.empty((0, 4))), one_pass[-1]
+        if reverse:  # the reverse pass lists positions from the right: flip them back
+            rows = rows[::-1]
+        pad = np.full((missing, 4), np.nan)
+        out.append(np.concatenate([rows, pad]) if reverse else np.concatenate([pad, rows]))
+    return out
+
+
+def _log_probs_rows(scorer: GenomeScorer, ids: list[np.ndarray], rows: list[tuple[int, int]], reverse: bool):
+    if not ids:
+        return []
+    tokens, _ = pad_right(ids, PAD_ID, scorer.device)  # (B, L)
+    with autocast(scorer.device, scorer.precision):
+        hidden = scorer.model.hidden_states(tokens)  # (B, L, D)
+    picked = torch.cat([hidden[b, lo:hi] for b, (lo, hi) in enumerate(rows)]).float()  # (K, D)
+    log_probs = torch.log_softmax(scorer.model.lm_head(picked).double(), dim=-1)  # (K, V) float64
+    columns = _REVERSE_COLUMNS if reverse else _FORWARD_COLUMNS
+    values = log_probs[:, columns].cpu().numpy()  # (K, 4)
+    return np.split(values, np.cumsum([hi - lo for lo, hi in rows])[:-1])
 
 
 def _block_arrays(result, ref_ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -195,7 +246,7 @@ def _block_arrays(result, ref_ids: np.ndarray) -> dict[str, np.ndarray]:
     code = ref_ids - A_ID
     base = (code >= 0) & (code < 4)
     rows, columns = np.flatnonzero(base), code[base]
-    for strand, log_probs in (("forward", result.forward), ("reverse", result.reverse)):
+    for strand, log_probs in zip(("forward", "reverse"), result):
         ref_lp = log_probs[rows, columns]  # (m,) float64
         # Rounded as BlockLogProbs.snv_llr rounds them: float64 difference, then float32.
         out[f"{strand}_llr"][rows] = (log_probs[rows] - ref_lp[:, None]).astype(np.float32)

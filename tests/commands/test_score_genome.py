@@ -428,3 +428,23 @@ def test_calibration_adds_ranks_and_phred(data, tmp_path):
                 str(vcf_path), str(data["fasta"]), str(computed), model=str(other_model), calibration=str(data["store"])
             )
         )
+
+
+def test_dense_passes_equal_block_log_probs(data):
+    """score-genome's device-side passes for whole blocks = the engine's block_log_probs."""
+    from genomelm.formats.checkpoint import load_model
+    from genomelm.variants import Reference, block_log_probs, open_fasta
+    from genomelm.variants.genome import GenomeScorer, dense_block_log_probs
+    from genomelm.variants.llr import LlrTiling
+
+    model, tiling, device = load_model(str(data["model"])), LlrTiling(CONTEXT, STRIDE), torch.device("cpu")
+    with open_fasta(str(data["fasta"])) as fasta:
+        reference = Reference(fasta)
+        for contig, blocks in (("chr1", [0, 1, 7, 30, 62]), ("chrE", [0]), ("chr2", [12])):
+            length = reference.length(contig)
+            engine = block_log_probs(model, reference, contig, blocks, tiling, device=device, batch_size=2)
+            scorer = GenomeScorer(model, reference, tiling, device, "fp32", 2, 1.0)
+            for expected, (forward, reverse) in zip(engine, dense_block_log_probs(scorer, contig, blocks, length)):
+                np.testing.assert_allclose(forward, expected.forward, rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(reverse, expected.reverse, rtol=1e-5, atol=1e-6)
+                assert (np.isnan(forward).any(1) == ~expected.has_forward).all()
