@@ -7,9 +7,8 @@ Records are anything with ``chrom``, ``pos`` (1-based VCF POS), ``start`` (0-bas
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from genomelm.errors import RefMismatchError
 from genomelm.formats import vcf
@@ -81,8 +80,9 @@ class Site:
 
     def set(self, name: str, allele: int, value: float) -> None:
         """Record a score; a non-finite one is never written: the allele is flagged non_finite."""
-        if np.isfinite(value):
-            self.values.setdefault(name, [None] * len(self.alts))[allele] = float(value)
+        value = float(value)
+        if math.isfinite(value):  # math, not numpy: this runs per allele and score (lookups: 50k+/s)
+            self.values.setdefault(name, [None] * len(self.alts))[allele] = value
         else:
             self.fail(allele, NON_FINITE)
 
@@ -144,9 +144,10 @@ class Planner:
         if not site.ref or not set(site.ref) <= set(BASE_ID):
             return None
         found = self.reference.ids(site.contig, site.start, site.start + len(site.ref))
-        if np.any(found == N_ID):
+        codes = found.tolist()  # a few bases: Python lists beat numpy calls here
+        if N_ID in codes:
             return REF_IS_N
-        if not np.any(found != np.array([BASE_ID[b] for b in site.ref])):
+        if codes == [BASE_ID[b] for b in site.ref]:
             return None
         if self.on_ref_mismatch == "error":
             raise RefMismatchError(

@@ -66,14 +66,20 @@ class PrecomputedScores:
     def _cluster(self, reference: Reference, contig: str, members: list[int], queries, results) -> None:
         lo, hi = queries[members[0]].pos, queries[members[-1]].pos + 1
         last = reference.length(contig) - 1
-        bases = sorted({a for i in members for a in queries[i].alts})
-        mean = {b: self._values(f"llr_{b}", contig, lo, hi) for b in bases}
-        forward = {b: self._values(f"llr_fwd_{b}", contig, lo, hi) for b in bases}
+        pos = np.array([queries[i].pos for i in members for _ in queries[i].alts])  # (K,) one per ALT
+        alts = [a for i in members for a in queries[i].alts]
+        mean, forward = np.empty(len(alts)), np.empty(len(alts))
+        for base in sorted(set(alts)):
+            rows = np.array([a == base for a in alts])
+            mean[rows] = self._values(f"llr_{base}", contig, lo, hi)[pos[rows] - lo]
+            forward[rows] = self._values(f"llr_fwd_{base}", contig, lo, hi)[pos[rows] - lo]
+        forward, reverse = _strands(mean, forward, pos == last)
+        no_error = np.zeros(len(alts), dtype=bool)
+        start = 0
         for i in members:
-            q = queries[i]
-            m = np.array([mean[a][q.pos - lo] for a in q.alts], dtype=np.float64)
-            f = np.array([forward[a][q.pos - lo] for a in q.alts], dtype=np.float64)
-            results[i] = _strands(m, f, q.pos == last)
+            end = start + len(queries[i].alts)
+            results[i] = LlrResult(forward[start:end], reverse[start:end], no_error[start:end])
+            start = end
 
     def _values(self, track: str, contig: str, start: int, end: int) -> np.ndarray:
         if track not in self._readers:
@@ -103,14 +109,11 @@ def check_store_genome(manifest: dict, outdir: str, lengths: dict[str, int], fas
     raise InputError(f"{fasta} is not the genome of {outdir}: contig {extra} is not in the store")
 
 
-def _strands(mean: np.ndarray, forward: np.ndarray, last_base: bool) -> LlrResult:
+def _strands(mean: np.ndarray, forward: np.ndarray, last_base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Forward and reverse llr from the stored mean and forward values (see the module docstring)."""
-    if last_base:
-        reverse = np.full_like(mean, np.nan)
-    else:
-        reverse = np.where(np.isnan(forward), mean, 2.0 * mean - forward)
-    forward = np.where(np.isnan(mean), np.nan, forward)
-    return LlrResult(forward, np.where(np.isnan(mean), np.nan, reverse), np.zeros(len(mean), dtype=bool))
+    reverse = np.where(last_base, np.nan, np.where(np.isnan(forward), mean, 2.0 * mean - forward))
+    missing = np.isnan(mean)
+    return np.where(missing, np.nan, forward), np.where(missing, np.nan, reverse)
 
 
 def _by_contig(queries: list[SnvQuery]) -> dict[str, list[int]]:
