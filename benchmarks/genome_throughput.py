@@ -165,7 +165,9 @@ def main() -> None:
         work = Path(tmp)
         fasta = plain_fasta(args.fasta, work)
         model = model_only(args, fasta, device)
+        print(f"model-only: {model}", flush=True)
         e2e = end_to_end(args, fasta, work / "store")
+        print(f"end to end: {e2e['mbp_per_s']:.3f} Mbp/s in {e2e['seconds']:.1f} s", flush=True)
         looked = lookup(args, fasta, work / "store", work)
     report(args, device, model, e2e, looked)
 

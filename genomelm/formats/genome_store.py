@@ -89,11 +89,6 @@ def read_manifest(outdir: str) -> dict:
 # --------------------------------------------------------------------------- segments
 
 
-def segment_path(directory: str, contig_index: int, first_block: int) -> str:
-    """A segment is named by where it starts: contig index and first llr block."""
-    return os.path.join(directory, f"{contig_index:07d}_{first_block:012d}.npz")
-
-
 def save_arrays(path: str, arrays: dict[str, np.ndarray], compress: bool = False) -> None:
     """Save named arrays as .npz, atomically (temporary file, then rename); ``compress``: zip deflate."""
     fd, temp = _temporary(path, ".npz")
@@ -112,15 +107,37 @@ def load_arrays(path: str, what: str = "arrays") -> dict[str, np.ndarray]:
         raise FormatError(f"{path}: unreadable {what} ({exc})") from None
 
 
+def segment_path(directory: str, contig_index: int, first_block: int) -> str:
+    """A segment is named by where it starts: contig index and first llr block."""
+    return os.path.join(directory, f"{contig_index:07d}_{first_block:012d}")
+
+
 def write_segment(directory: str, contig_index: int, blocks: tuple[int, int], start: int, arrays: dict) -> None:
     """Save one segment: llr blocks [first, end) of a contig, whose first position is ``start``
-    (0-based), with its arrays (``ref``, ``forward``, ``reverse``)."""
+    (0-based), with its arrays. A directory of .npy files (readers map just the arrays they need,
+    no checksum pass), written under a temporary name and renamed: it appears complete or not at all."""
     path = segment_path(directory, contig_index, blocks[0])
-    save_arrays(path, {"blocks": np.array(blocks, dtype=np.int64), "start": np.int64(start), **arrays})
+    temp = tempfile.mkdtemp(dir=directory, prefix=".tmp-")
+    named = {"blocks": np.array(blocks, dtype=np.int64), "start": np.array(start, dtype=np.int64), **arrays}
+    for key, array in named.items():
+        np.save(os.path.join(temp, f"{key}.npy"), array)
+    os.rename(temp, path)
+
+
+class Segment:
+    """The arrays of a saved segment, each memory-mapped when first asked for."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._arrays:
+            self._arrays[key] = np.load(os.path.join(self.path, f"{key}.npy"), mmap_mode="r")
+        return self._arrays[key]
 
 
 def segment_blocks(path: str) -> tuple[int, int]:
     """[first, end) llr blocks of a saved segment."""
-    with np.load(path) as data:
-        first, end = data["blocks"].tolist()
+    first, end = Segment(path)["blocks"].tolist()
     return first, end

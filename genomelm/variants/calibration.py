@@ -53,12 +53,12 @@ class CalibrationCounter:
         code = ref_ids[1:-1].astype(np.int64) - _A_ID
         alternative = np.arange(4)[None, :] != code[:, None]  # (n, 4)
         keep = alternative & np.isfinite(mean_llr)
-        bins = bin_of(mean_llr[keep])
-        self.counts[ALL] += np.bincount(bins, minlength=N_BINS)
-        contexts = np.broadcast_to(context_index(ref_ids)[:, None], keep.shape)[keep]
-        known = contexts >= 0
-        flat = np.bincount(contexts[known] * N_BINS + bins[known], minlength=N_CONTEXTS * N_BINS)
-        self.counts[:N_CONTEXTS] += flat.reshape(N_CONTEXTS, N_BINS)
+        contexts = context_index(ref_ids)
+        rows = np.where(contexts >= 0, contexts, N_CONTEXTS)  # unknown context: counted in ALL only
+        flat = np.broadcast_to(rows[:, None] * N_BINS, keep.shape)[keep] + bin_of(mean_llr[keep])
+        counts = np.bincount(flat, minlength=(N_CONTEXTS + 1) * N_BINS).reshape(N_CONTEXTS + 1, N_BINS)
+        self.counts[:N_CONTEXTS] += counts[:N_CONTEXTS]
+        self.counts[ALL] += counts.sum(axis=0)
 
 
 class CalibrationTable:

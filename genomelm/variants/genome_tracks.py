@@ -35,48 +35,56 @@ POLL_SECONDS = 0.02
 
 
 class SegmentScores:
-    """Track values of one segment (float64, NaN = no value), computed on first use.
+    """Track values of one segment (float64, NaN = no value), each computed from the arrays it needs.
 
     Segment arrays: see genomelm.variants.genome (``ref`` with flanks, per-strand llr and log P(ref)).
+    A writer process owns one or a few tracks: reading and computing only what those need is what
+    keeps the writers ahead of the model.
     """
 
-    def __init__(self, segment: dict[str, np.ndarray]):
-        self.ref = segment["ref"]  # (n + 2,) token ids with the flanking bases
+    def __init__(self, segment):
+        self.segment = segment
         self.start = int(segment["start"])
-        self.forward_llr = segment["forward_llr"].astype(np.float64)  # (n, 4)
-        self.reverse_llr = segment["reverse_llr"].astype(np.float64)  # (n, 4)
-        self._ref_log_probs = (segment["forward_ref"], segment["reverse_ref"])  # (n,) each
-        code = self.ref[1:-1].astype(np.int64) - _A_ID
-        self.code = np.where((code >= 0) & (code < 4), code, 0)
+
+    @cached_property
+    def ref(self) -> np.ndarray:
+        return np.asarray(self.segment["ref"])  # (n + 2,) token ids with the flanking bases
+
+    def _column(self, strand: str, base: int) -> np.ndarray:
+        return self.segment[f"{strand}_llr"][:, base].astype(np.float64)  # (n,)
+
+    def mean(self, base: int) -> np.ndarray:
+        """llr of changing each position to ``base``, mean of the strands that have a value; (n,)."""
+        return _strand_mean(self._column("forward", base), self._column("reverse", base))
 
     @cached_property
     def mean_llr(self) -> np.ndarray:
-        """Mean of the strands that have a value (as score-variants' GLM_LLR); (n, 4)."""
-        return _strand_mean(self.forward_llr, self.reverse_llr)
-
-    @cached_property
-    def surprise(self) -> np.ndarray:
-        """-log2 P(reference base), mean of the strands that have a value; (n,)."""
-        forward, reverse = (-lp.astype(np.float64) / _LN2 for lp in self._ref_log_probs)
-        return _strand_mean(forward, reverse)
+        """(n, 4): the mean llr of the 4 bases (as score-variants' GLM_LLR; 0 at the reference base)."""
+        return _strand_mean(
+            np.asarray(self.segment["forward_llr"], dtype=np.float64),
+            np.asarray(self.segment["reverse_llr"], dtype=np.float64),
+        )
 
     def track(self, name: str) -> np.ndarray:
         """Values of track ``name`` (genome_store.TRACKS) at the segment's positions; (n,)."""
-        if name == "surprise":
-            return self.surprise
-        if name == "llr_min":
-            alternatives = np.where(np.arange(4)[None, :] == self.code[:, None], np.inf, self.mean_llr)
-            lowest = alternatives.min(axis=1)
+        if name == "surprise":  # -log2 P(reference base), mean of both strands
+            forward, reverse = (
+                -np.asarray(self.segment[f"{s}_ref"], np.float64) / _LN2 for s in ("forward", "reverse")
+            )
+            return _strand_mean(forward, reverse)
+        if name == "llr_min":  # the lowest llr of the 3 alternative bases, a column at a time
+            code = self.ref[1:-1].astype(np.int64) - _A_ID  # (n,)
+            lowest = np.full(len(code), np.inf)
+            for base in range(4):
+                np.minimum(lowest, np.where(code == base, np.inf, self.mean(base)), out=lowest)
             return np.where(np.isfinite(lowest), lowest, np.nan)
         base = store.BASES.index(name[-1])
-        return (self.forward_llr if name.startswith("llr_fwd_") else self.mean_llr)[:, base]
+        return self._column("forward", base) if name.startswith("llr_fwd_") else self.mean(base)
 
 
 def _strand_mean(forward: np.ndarray, reverse: np.ndarray) -> np.ndarray:
-    both = np.stack([forward, reverse])
-    counts = np.sum(~np.isnan(both), axis=0)
-    with np.errstate(invalid="ignore"):
-        return np.where(counts > 0, np.nansum(both, axis=0) / np.maximum(counts, 1), np.nan)
+    """Mean of the strands that have a value (NaN where neither has), as LlrResult.mean."""
+    return np.where(np.isnan(forward), reverse, np.where(np.isnan(reverse), forward, (forward + reverse) / 2))
 
 
 # --------------------------------------------------------------------------- writer processes
@@ -158,7 +166,7 @@ def _segments_in_order(job: WriterJob, cancel):
                 if cancel.is_set() or os.getppid() != parent:  # cancelled, or the parent was killed
                     return
                 time.sleep(POLL_SECONDS)
-            segment = store.load_arrays(path, "score segment")
+            segment = store.Segment(path)
             yield job.contigs[contig_index][0], segment
             cursor = int(segment["blocks"][1])
 
@@ -168,7 +176,7 @@ class TrackWriterPool:
 
     def __init__(self, base: WriterJob, processes: int):
         jobs = [list(store.TRACKS[i::processes]) for i in range(processes)]
-        jobs[-1].append(CALIBRATION_JOB)  # the last process has the fewest tracks when they do not divide evenly
+        jobs.append([CALIBRATION_JOB])  # a process of its own: counting costs as much as writing a track
         self.jobs = [WriterJob(base.work_dir, base.contigs, base.plan, names, base.zoom_levels) for names in jobs]
         # fork, as torch's DataLoader workers: no re-import of torch; the children use numpy and
         # pyBigWig only, never CUDA, so a parent holding CUDA state is fine.
