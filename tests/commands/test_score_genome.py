@@ -448,3 +448,20 @@ def test_dense_passes_equal_block_log_probs(data):
                 np.testing.assert_allclose(forward, expected.forward, rtol=1e-5, atol=1e-6)
                 np.testing.assert_allclose(reverse, expected.reverse, rtol=1e-5, atol=1e-6)
                 assert (np.isnan(forward).any(1) == ~expected.has_forward).all()
+
+
+# --------------------------------------------------------------------------- torchrun
+
+
+def test_torchrun_two_gloo_processes_write_the_single_process_files(data, tmp_path):
+    out = tmp_path / "ranks"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517"]
+    command += ["-m", "genomelm", "score-genome", str(data["fasta"]), "-o", str(out), "--model", str(data["model"])]
+    command += ["--context", str(CONTEXT), "--stride", str(STRIDE), "-b", "3", "--writers", "2", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = [a if a != str(out) else str(tmp_path / "single") for a in command[command.index("-m", 3) :]]
+    done = subprocess.run([sys.executable, *single], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _files(out) == _files(tmp_path / "single")  # byte for byte (same threads: same rounding)
