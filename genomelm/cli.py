@@ -497,6 +497,10 @@ def score_genome(
     writers: Annotated[
         Optional[int], typer.Option(help="Track-writer processes (default: up to one per track).")
     ] = None,
+    gather: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Instead of scoring: gather stores of whole contigs (workflow shards) into OUTDIR."),
+    ] = None,
     trust_checkpoint: TrustOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -530,6 +534,7 @@ def score_genome(
                 zoom_levels=zoom_levels,
                 writers=writers,
                 trust_checkpoint=trust_checkpoint,
+                gather=gather,
             )
         )
 

@@ -35,6 +35,7 @@ from genomelm.log import get_logger, progress
 from genomelm.runtime import PRECISIONS
 from genomelm.variants import Reference, llr_tiling, open_fasta
 from genomelm.variants.genome import SEGMENT_BASES, GenomePlan, GenomeScorer, plan_genome
+from genomelm.variants.genome_gather import gather_stores
 from genomelm.variants.genome_tracks import TrackWriterPool, WriterJob
 
 log = get_logger(__name__)
@@ -70,6 +71,7 @@ class ScoreGenomeOptions:
     zoom_levels: int = 0  # bigWig summary levels (built when a track is closed)
     writers: int | None = None  # track-writer processes (default: one per track, up to the CPU count)
     trust_checkpoint: bool = False
+    gather: list[str] | None = None  # stores of whole contigs (a workflow's shards) to gather into OUTDIR
 
 
 @dataclass
@@ -133,6 +135,8 @@ def run(opts: ScoreGenomeOptions) -> ScoreGenomeSummary:
     if _already_complete(opts, outdir):
         summary.complete = True
         return summary
+    if opts.gather:
+        return _gather(opts, outdir, summary, started)
     with open_fasta(opts.fasta, "score-genome") as fasta:
         reference = Reference(fasta)
         model = load_inference_model(opts.model, device, opts.conv_backend, opts.trust_checkpoint)
@@ -150,6 +154,18 @@ def run(opts: ScoreGenomeOptions) -> ScoreGenomeSummary:
         summary.bytes_written = _finish_store(work, outdir, identity, started)
     summary.seconds = time.perf_counter() - started
     _report(summary)
+    return summary
+
+
+def _gather(opts: ScoreGenomeOptions, outdir: str, summary: ScoreGenomeSummary, started: float):
+    """--gather: one store from shard stores of whole contigs (no model)."""
+    _check_parent_writable(outdir)
+    with open_fasta(opts.fasta, "score-genome") as fasta:
+        manifest = gather_stores(opts.gather, outdir, fasta.contig_lengths())
+    summary.complete, summary.settings = True, manifest["settings"]
+    summary.bases = sum(length for _, length in manifest["genome"]["track_contigs"])
+    summary.seconds = time.perf_counter() - started
+    log.info("gathered %d stores -> %s", len(opts.gather), outdir)
     return summary
 
 
