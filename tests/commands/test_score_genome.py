@@ -465,3 +465,16 @@ def test_torchrun_two_gloo_processes_write_the_single_process_files(data, tmp_pa
     done = subprocess.run([sys.executable, *single], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _files(out) == _files(tmp_path / "single")  # byte for byte (same threads: same rounding)
+
+
+def test_plot_tracks_example_draws_a_region(data, tmp_path):
+    pytest.importorskip("matplotlib", reason="install the [plot] extra")
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "plot_tracks.py"
+    spec = importlib.util.spec_from_file_location("plot_tracks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "t.png"
+    module.plot(str(data["store"]), "chr2:11-250", str(out), [(100, "here")], None)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
