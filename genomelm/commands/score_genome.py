@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -33,6 +31,7 @@ from genomelm.formats.fasta import parse_regions
 from genomelm.formats.tracks import check_track_contigs
 from genomelm.log import get_logger, progress
 from genomelm.runtime import PRECISIONS
+from genomelm.training import StopRequest
 from genomelm.variants import Reference, llr_tiling, open_fasta
 from genomelm.variants.genome import SEGMENT_BASES, GenomePlan, GenomeScorer, plan_genome
 from genomelm.variants.genome_gather import gather_stores
@@ -94,31 +93,21 @@ class ScoreGenomeSummary:
 # --------------------------------------------------------------------------- stopping at a safe point
 
 
-class StopFlag:
-    """Set by SIGINT / SIGTERM (while the run holds the handlers) or by --time-limit."""
+class StopFlag(StopRequest):
+    """SIGINT / SIGTERM (training's StopRequest: a second Ctrl-C stops at once) or --time-limit."""
 
     def __init__(self, time_limit: float | None):
+        super().__init__()
         self.deadline = None if time_limit is None else time.monotonic() + time_limit
-        self.reason: str | None = None
-        self._saved: dict = {}
 
     def __call__(self) -> bool:
-        if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
-            self.reason = "time-limit"
-        return self.reason is not None
+        if self.signal_name is None and self.deadline is not None and time.monotonic() >= self.deadline:
+            self.signal_name = "time-limit"
+        return self.requested
 
-    def __enter__(self) -> StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._saved[signum] = signal.signal(signum, self._note)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for signum, handler in self._saved.items():
-            signal.signal(signum, handler)
-
-    def _note(self, signum, frame) -> None:
-        self.reason = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
+    @property
+    def reason(self) -> str | None:
+        return self.signal_name
 
 
 # --------------------------------------------------------------------------- the command

@@ -31,13 +31,7 @@ runner = CliRunner()
 CONTEXT, STRIDE = 40, 24  # small blocks: a few kb of genome have many of them
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    before = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _genome() -> dict[str, str]:
@@ -220,7 +214,8 @@ def test_resume_refuses_other_settings(data, tmp_path):
     assert sg.run(options(data["fasta"], out, data["model"], force=True)).complete
 
 
-def test_sigint_stops_at_a_block_boundary_and_resume_completes(data, tmp_path):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_at_a_block_boundary_and_resume_completes(data, tmp_path, signum, code):
     fasta = write_fasta(tmp_path / "big.fa", {"c": random_dna(30_000, seed=4)})
     out = tmp_path / "o"
     command = [sys.executable, "-m", "genomelm", "score-genome", str(fasta), "-o", str(out), "--model"]
@@ -231,9 +226,9 @@ def test_sigint_stops_at_a_block_boundary_and_resume_completes(data, tmp_path):
     while not tracks_dir.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    assert process.returncode == code, stderr
     assert "--resume" in stderr and not out.exists()
     done = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
