@@ -444,8 +444,8 @@ def test_exit_codes_and_stdout_stay_clean(data, tmp_path):
 
 def test_identical_outputs_run_to_run(data, tmp_path):
     outputs = {}
-    for run in (1, 2):
-        emb, vcf = tmp_path / f"e{run}.safetensors", tmp_path / f"v{run}.vcf.gz"
+    for run in (1, 2):  # the same commands (their command lines are part of the outputs' provenance)
+        emb, vcf = tmp_path / "e.safetensors", tmp_path / "v.vcf.gz"
         args = ["--model", str(data["model"]), "--threads", "1"]
         result = runner.invoke(app, ["embed", str(data["fasta"]), "-o", str(emb), "--window", "100", *args])
         assert result.exit_code == 0, result.output

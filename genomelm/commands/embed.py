@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from genomelm import __version__
 from genomelm.commands._common import (
     autocast,
     batched,
@@ -23,6 +24,7 @@ from genomelm.commands._common import (
     select_device,
     set_threads,
 )
+from genomelm.commands._provenance import command_line, model_line
 from genomelm.errors import UsageError
 from genomelm.formats.embeddings import EmbeddingWriter
 from genomelm.formats.fasta import FastaSource, Window, parse_regions
@@ -165,9 +167,13 @@ def _check_output_size(opts: EmbedOptions, expected_bases: int | None, dim: int)
 def _metadata(opts: EmbedOptions, model, window: int, stride: int) -> dict[str, str]:
     settings = {k: v for k, v in asdict(opts).items() if k not in ("output", "trust_checkpoint")}
     settings.update(window=window, stride=stride)
+    label = model_label(opts.model, model)
     return {
         "format": "genomelm-embeddings",
-        "model": model_label(opts.model, model),
+        "genomelm_version": __version__,
+        "genomelm_command": command_line("embed", opts, positional=("fasta",)),
+        "genomelm_model": model_line(label, opts.model, model),
+        "model": label,
         "model_config": model.config.to_json(),
         "settings": json.dumps(settings, sort_keys=True),
         "coordinates": "0-based half-open [start, end); strand 1 = forward, 0 = mean of both strands",

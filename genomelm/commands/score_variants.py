@@ -12,7 +12,7 @@ import os
 import time
 from collections import Counter
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from genomelm import __version__
 from genomelm.commands._common import load_inference_model, model_label, select_device, set_threads
@@ -70,16 +70,8 @@ class ScoreVariantsOptions:
     calibration: str | None = None  # a score-genome OUTDIR: rank llr among the SNVs of its genome
 
     def settings(self) -> ScoringSettings:
-        return ScoringSettings(
-            self.methods,
-            self.context,
-            self.stride,
-            self.window,
-            self.max_n_frac,
-            self.on_ref_mismatch,
-            self.batch_size,
-            self.precision,
-        )
+        """The engine's settings: the options of the same names."""
+        return ScoringSettings(**{f.name: getattr(self, f.name) for f in fields(ScoringSettings)})
 
 
 @dataclass
@@ -318,14 +310,8 @@ def _report(summary: ScoreVariantsSummary) -> None:
     skipped = ", ".join(f"{reason} {n}" for reason, n in summary.skipped.most_common()) or "none"
     log.info(
         "scored %d of %d records (%d alleles) with %d forward passes in %.1f s (%.0f variants/s); skipped: %s -> %s",
-        summary.scored,
-        summary.records,
-        summary.alleles_scored,
-        summary.forward_passes,
-        summary.seconds,
-        summary.variants_per_second,
-        skipped,
-        summary.output,
+        *(summary.scored, summary.records, summary.alleles_scored, summary.forward_passes, summary.seconds),
+        *(summary.variants_per_second, skipped, summary.output),
     )
     if summary.alleles_unscored:
         other = ", ".join(f"{reason} {n}" for reason, n in summary.alleles_unscored.most_common())

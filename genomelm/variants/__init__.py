@@ -3,10 +3,17 @@
 Modules:
 
 - ``reference``: ``Reference`` (token ids and N counts of a FASTA by 0-based half-open span, from
-  cached 64 kb tiles) and ``open_fasta`` (random access or a one-line error).
+  cached 16 kb tiles) and ``open_fasta`` (random access or a one-line error).
 - ``llr``: the genome-fixed llr tiling (``LlrTiling``, ``llr_tiling``), the pass runner
   (``run_passes``) and the per-block log-probabilities below, shared by score-variants and
   score-genome.
+- ``windows``: centred windows with equal numbers of scored tokens for REF and ALT (delta-ll and
+  embedding distance), and the model calls that score them (``window_stats``, ``token_log_probs``).
+- ``planner``: ``Site`` (one record being scored), ``Planner`` (contig, range, REF checks, N rule)
+  and every skip reason (``SKIP_REASONS``); ``Variant`` for in-memory records.
+- ``methods``: the methods table ``METHODS`` (name -> scores with INFO suffix, Number, description,
+  and the compute function).
+- ``engine``: ``VariantScorer`` (records -> Sites with values, chunk by chunk) and ``ScoringSettings``.
 
 Per-block log-probabilities (stable API; score-genome builds on it)::
 

@@ -11,17 +11,19 @@ from genomelm.errors import InputError
 from genomelm.formats.fasta import FastaSource
 from genomelm.tokenizer import N_ID, CharTokenizer
 
-TILE = 1 << 16  # bases per cached reference tile
+# Bases per cached reference tile. Small enough that a sparse variant reads little more than its own
+# context (a few kb for the tiny models), large enough that a 1M-token pass is a few dozen tiles.
+TILE = 1 << 14
 
 
 class Reference:
-    """Token ids of a FASTA by 0-based half-open span, from cached tiles of 64 kb.
+    """Token ids of a FASTA by 0-based half-open span, from cached tiles of 16 kb (4 MB cached).
 
     Each tile is encoded once (soft-masked lowercase -> the same ids as uppercase, IUPAC -> N) and
     keeps a running count of N, so ``n_count`` is O(tiles), not O(bases).
     """
 
-    def __init__(self, fasta: FastaSource, cache_tiles: int = 64):
+    def __init__(self, fasta: FastaSource, cache_tiles: int = 256):
         self.fasta = fasta
         self.lengths = fasta.contig_lengths()
         self._cache: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()

@@ -516,3 +516,45 @@ def test_sanity_trained_model_penalises_repeat_breaking_snvs(tmp_path):
     sv.run(options(write_vcf(tmp_path / "rep.vcf", rows, contigs=("rep",)), fasta, out, model_dir))
     llr = [v[0] for v in values(out, "GLM_LLR")]
     assert len(llr) == len(rows) and max(llr) < 0 and np.mean(llr) < -2
+
+
+def test_ref_over_reference_n_is_ref_is_n_not_a_mismatch(data, tmp_path, tiny_model_dir):
+    """An assembly gap under REF is its own reason, and --on-ref-mismatch error does not stop on it."""
+    fasta, _ = data
+    c2 = GENOME["chr2"]  # N at 0-based 400..499
+    rows = [
+        ("2", 451, ("A", "G")),
+        ("2", 399, (c2[398:400] + "A", "A")),
+        ("2", 300, ("T" if c2[299] != "T" else "A", "C")),
+    ]
+    out = tmp_path / "gap.vcf"
+    sv.run(options(write_vcf(tmp_path / "gap_in.vcf", rows), fasta, out, tiny_model_dir, on_ref_mismatch="skip"))
+    assert values(out, "GLM_SKIP") == ["ref_is_n", "ref_is_n", "ref_mismatch"]
+    with pytest.raises(RefMismatchError, match="2:300"):
+        sv.run(options(write_vcf(tmp_path / "gap2.vcf", rows), fasta, out, tiny_model_dir, on_ref_mismatch="error"))
+    only_gaps = write_vcf(tmp_path / "gap3.vcf", rows[:2])
+    summary = sv.run(options(only_gaps, fasta, out, tiny_model_dir, on_ref_mismatch="error"))
+    assert summary.skipped == {"ref_is_n": 2}
+
+
+def nan_model():
+    model = tiny_model()
+    with torch.no_grad():
+        model.backbone.ln_f.weight.fill_(float("nan"))  # every output of the model is NaN
+    return model
+
+
+def test_non_finite_model_output_is_flagged_never_written(data, tmp_path, tiny_model_dir, monkeypatch):
+    fasta, vcf_path = data
+    monkeypatch.setattr(sv, "load_inference_model", lambda *args, **kwargs: nan_model())
+    out, tsv = tmp_path / "nan.vcf", tmp_path / "nan.tsv"
+    methods = ["llr", "delta-ll", "embedding"]
+    summary = sv.run(options(vcf_path, fasta, out, tiny_model_dir, methods=methods, tsv=str(tsv)))
+    records = read_records(out)
+    assert all(set(info) == {"GLM_SKIP"} for *_, info in records)  # no NaN, inf nor 0 written as a score
+    expected = [skip or "non_finite" for *_, skip in variants()]
+    expected[variants().index(next(r for r in variants() if r[:2] == ("1", 400)))] = "too_long"
+    assert [info["GLM_SKIP"] for *_, info in records] == expected
+    assert summary.scored == 0 and summary.skipped["non_finite"] == expected.count("non_finite")
+    rows = [line.split("\t") for line in tsv.read_text().splitlines()[2:]]  # after provenance and column names
+    assert rows and all(cell == "NA" for row in rows for cell in row[5:-1])
