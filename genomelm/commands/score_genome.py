@@ -30,7 +30,7 @@ from genomelm.formats import genome_store as store
 from genomelm.formats.fasta import parse_regions
 from genomelm.formats.tracks import check_track_contigs
 from genomelm.log import get_logger, progress
-from genomelm.runtime import PRECISIONS
+from genomelm.runtime import PRECISIONS, barrier, distributed, rank_device
 from genomelm.training import StopRequest
 from genomelm.variants import Reference, llr_tiling, open_fasta
 from genomelm.variants.genome import SEGMENT_BASES, GenomePlan, GenomeScorer, plan_genome
@@ -116,9 +116,9 @@ class StopFlag(StopRequest):
 def run(opts: ScoreGenomeOptions) -> ScoreGenomeSummary:
     started = time.perf_counter()
     _check_options(opts)
-    rank, world = _distributed()
+    rank, world = distributed()
     set_threads(opts.threads)
-    device = select_device(_rank_device(opts.device, rank, world))
+    device = select_device(rank_device(opts.device, rank, world))
     outdir = os.path.normpath(opts.output)
     summary = ScoreGenomeSummary(outdir)
     if _already_complete(opts, outdir):
@@ -189,35 +189,6 @@ def _already_complete(opts: ScoreGenomeOptions, outdir: str) -> bool:
     raise UsageError(f"{outdir} exists: choose another -o, or pass --force to replace it")
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) under torchrun (its environment variables), else (0, 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")  # coordination only: the ranks share work through the file system
-    return dist.get_rank(), world
-
-
-def _rank_device(name: str, rank: int, world: int) -> str:
-    """Under torchrun each rank takes the GPU of its LOCAL_RANK."""
-    if world > 1 and name in ("auto", "cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            return f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
-    return name
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 def _identity(opts: ScoreGenomeOptions, model, tiling, lengths: dict[str, int], plan: GenomePlan) -> dict:
     """What makes two runs the same run: model, settings, genome (the manifest without provenance)."""
     return {
@@ -259,7 +230,7 @@ def _prepare_work_dir(opts, outdir: str, identity: dict, rank: int, world: int) 
         shutil.rmtree(os.path.join(work, store.TRACK_DIR), ignore_errors=True)
         os.makedirs(os.path.join(work, store.SEGMENTS), exist_ok=True)
         store.write_json(journal, {**identity, "genomelm_version": __version__})
-    _barrier(world)
+    barrier(world)
     return work
 
 

@@ -473,3 +473,27 @@ def test_plot_tracks_example_draws_a_region(data, tmp_path):
     out = tmp_path / "t.png"
     module.plot(str(data["store"]), "chr2:11-250", str(out), [(100, "here")], None)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_torchrun_embed_two_gloo_processes_equal_one(data, tmp_path):
+    from safetensors import safe_open
+
+    fasta = write_fasta(tmp_path / "e.fa", {"a": random_dna(700, seed=1), "b": random_dna(260, seed=2)})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    args = ["-m", "genomelm", "embed", str(fasta), "--model", str(data["model"]), "--window", "100", "-b", "2"]
+    args += ["--device", "cpu", "--pooling"]
+    for pooling in ("mean", "none"):
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29518"]
+        ranks, single = tmp_path / f"ranks-{pooling}.st", tmp_path / f"single-{pooling}.st"
+        for command in (
+            torchrun + args + [pooling, "-o", str(ranks)],
+            [sys.executable, *args, pooling, "-o", str(single)],
+        ):
+            done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+            assert done.returncode == 0, done.stderr[-3000:]
+        with safe_open(str(ranks), "np") as a, safe_open(str(single), "np") as b:
+            assert a.keys() == b.keys() and "batch" not in a.keys()
+            for key in a.keys():
+                np.testing.assert_array_equal(a.get_tensor(key), b.get_tensor(key))
+            assert a.metadata()["contigs"] == b.metadata()["contigs"]
+        assert sorted(p.name for p in tmp_path.glob("*.part")) == []
