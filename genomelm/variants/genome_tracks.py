@@ -59,11 +59,9 @@ class SegmentScores:
 
     @cached_property
     def mean_llr(self) -> np.ndarray:
-        """(n, 4): the mean llr of the 4 bases (as score-variants' GLM_LLR; 0 at the reference base)."""
-        return _strand_mean(
-            np.asarray(self.segment["forward_llr"], dtype=np.float64),
-            np.asarray(self.segment["reverse_llr"], dtype=np.float64),
-        )
+        """(n, 4) float32: the mean llr of the 4 bases, for the calibration counts (binned in float32)."""
+        forward, reverse = np.asarray(self.segment["forward_llr"]), np.asarray(self.segment["reverse_llr"])
+        return _strand_mean(forward, reverse)
 
     def track(self, name: str) -> np.ndarray:
         """Values of track ``name`` (genome_store.TRACKS) at the segment's positions; (n,)."""
@@ -84,7 +82,8 @@ class SegmentScores:
 
 def _strand_mean(forward: np.ndarray, reverse: np.ndarray) -> np.ndarray:
     """Mean of the strands that have a value (NaN where neither has), as LlrResult.mean."""
-    return np.where(np.isnan(forward), reverse, np.where(np.isnan(reverse), forward, (forward + reverse) / 2))
+    both = (forward + reverse) * forward.dtype.type(0.5)  # exact halving: float32 stays float32
+    return np.where(np.isnan(forward), reverse, np.where(np.isnan(reverse), forward, both))
 
 
 # --------------------------------------------------------------------------- writer processes
