@@ -270,6 +270,7 @@ def _score_and_write(opts, plan: GenomePlan, scorer: GenomeScorer, work: str, st
     if stop.reason is not None:
         if pool is not None:
             pool.cancel()
+        _note_stop(work, stop.reason, rank)
         _stopped(summary, stop.reason, opts.output)
     summary.complete = stop.reason is None
 
@@ -323,6 +324,17 @@ def _missing_ranges(segment_dir: str, contig_index: int, first: int, end: int) -
             return [(cursor, end)]
         cursor = store.segment_blocks(path)[1]
     return []
+
+
+def _note_stop(work: str, reason: str, rank: int) -> None:
+    """Record in the journal why and where the run stopped (the saved segments are the truth for --resume)."""
+    if rank != 0:
+        return
+    journal = os.path.join(work, store.JOURNAL)
+    state = store.read_json(journal, "score-genome journal")
+    segments = [name for name in os.listdir(os.path.join(work, store.SEGMENTS)) if not name.startswith(".")]
+    state["stopped"] = {"reason": reason, "segments_saved": len(segments), "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    store.write_json(journal, state)
 
 
 def _stopped(summary: ScoreGenomeSummary, reason: str, outdir: str) -> None:

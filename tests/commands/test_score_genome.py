@@ -193,6 +193,8 @@ def test_time_limit_stops_and_resume_gives_byte_identical_files(data, tmp_path):
     first = sg.run(options(data["fasta"], out, data["model"], time_limit=1e-9, batch_size=16))
     assert not first.complete and first.stopped == "time-limit" and not out.exists()
     assert os.listdir(Path(store.partial_dir(str(out))) / store.SEGMENTS)  # work kept for --resume
+    journal = json.loads((Path(store.partial_dir(str(out))) / store.JOURNAL).read_text())
+    assert journal["stopped"]["reason"] == "time-limit" and journal["stopped"]["segments_saved"] >= 1
     rounds = 1
     while not out.exists():
         rounds += 1
