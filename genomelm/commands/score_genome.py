@@ -333,7 +333,11 @@ def _note_stop(work: str, reason: str, rank: int) -> None:
     journal = os.path.join(work, store.JOURNAL)
     state = store.read_json(journal, "score-genome journal")
     segments = [name for name in os.listdir(os.path.join(work, store.SEGMENTS)) if not name.startswith(".")]
-    state["stopped"] = {"reason": reason, "segments_saved": len(segments), "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    state["stopped"] = {
+        "reason": reason,
+        "segments_saved": len(segments),
+        "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     store.write_json(journal, state)
 
 
