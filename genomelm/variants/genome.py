@@ -156,12 +156,16 @@ class GenomeScorer:
 
     def _batch(self, contig: str, blocks: range, length: int) -> dict[str, np.ndarray]:
         """Arrays of the positions of ``blocks`` (consecutive); N-heavy blocks are not run."""
+        ref = {b: self.reference.ids(contig, *self.tiling.block_span(b, length)) for b in blocks}
         live = [b for b in blocks if self._context_ok(contig, b, length)]
-        results = dict(zip(live, dense_block_log_probs(self, contig, live, length)))
-        parts = []
-        for block in blocks:
-            lo, hi = self.tiling.block_span(block, length)
-            parts.append(_block_arrays(results.get(block), self.reference.ids(contig, lo, hi)))
+        spans = [_pass_spans(self.tiling, b, length) for b in live]
+        strands = []
+        for strand, reverse in ((0, False), (1, True)):
+            passes = [(contig, *pair[strand]) for pair in spans]
+            values, counts = _strand_rows(self, passes, reverse)
+            strands.append(_strand_llr(values, counts, passes, [ref[b] for b in live], reverse))
+        results = {b: (f, r) for b, f, r in zip(live, *strands)}
+        parts = [_block_arrays(results.get(b), len(ref[b])) for b in blocks]
         return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
     def _context_ok(self, contig: str, block: int, length: int) -> bool:
@@ -178,13 +182,15 @@ def dense_block_log_probs(scorer: GenomeScorer, contig: str, blocks: list[int], 
     log-softmax of the same float32 logits), with the head, the log-softmax and the choice of rows
     done on the device in one go per strand: block_log_probs picks rows through Python lists and
     normalises on the CPU, which costs more than the model at genome scale. Equality with it is
-    tested (to float rounding)."""
-    if not blocks:
-        return []
+    tested (to float rounding); score-genome goes one step further and takes the llr on the device."""
     spans = [_pass_spans(scorer.tiling, b, length) for b in blocks]
-    forward = _strand(scorer, [(contig, *f) for f, _ in spans], reverse=False)
-    reverse = _strand(scorer, [(contig, *r) for _, r in spans], reverse=True)
-    return list(zip(forward, reverse))
+    out = []
+    for strand, reverse in ((0, False), (1, True)):
+        passes = [(contig, *pair[strand]) for pair in spans]
+        values, counts = _strand_rows(scorer, passes, reverse)
+        rows = np.split(values.cpu().numpy(), np.cumsum(counts)[:-1]) if blocks else []
+        out.append([_in_order(r, p[-1], reverse) for r, p in zip(rows, passes)])
+    return list(zip(*out))
 
 
 def _pass_spans(tiling: LlrTiling, block: int, length: int):
@@ -200,58 +206,67 @@ def _pass_spans(tiling: LlrTiling, block: int, length: int):
 
 
 @torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
-def _strand(scorer: GenomeScorer, passes, reverse: bool) -> list[np.ndarray]:
-    """(P, 4) float64 log-probabilities of one strand's passes, NaN rows where there is no context."""
-    ids = []
-    for contig, lo, hi, *_ in passes:
+def _strand_rows(scorer: GenomeScorer, passes, reverse: bool) -> tuple[torch.Tensor, list[int]]:
+    """log P(A, C, G, T) (K, 4) float64, on the device, at the rows of one strand's passes (reverse:
+    columns for the forward-strand bases), and the number of rows of each pass (0: nothing to run)."""
+    ids, counts = [], []
+    for contig, lo, hi, first, end, _ in passes:
         seq = scorer.reference.ids(contig, lo, hi) if hi > lo else np.empty(0, dtype=np.int64)
         ids.append(reverse_complement_ids(seq) if reverse else seq)
+        counts.append(end - first if len(seq) else 0)
     runnable = [j for j, seq in enumerate(ids) if len(seq)]
-    out = []
-    picked = _log_probs_rows(scorer, [ids[j] for j in runnable], [passes[j][3:5] for j in runnable], reverse)
-    by_pass = dict(zip(runnable, picked))
-    for j, one_pass in enumerate(passes):
-        rows, missing = by_pass.get(j, np.empty((0, 4))), one_pass[-1]
-        if reverse:  # the reverse pass lists positions from the right: flip them back
-            rows = rows[::-1]
-        pad = np.full((missing, 4), np.nan)
-        out.append(np.concatenate([rows, pad]) if reverse else np.concatenate([pad, rows]))
-    return out
-
-
-def _log_probs_rows(scorer: GenomeScorer, ids: list[np.ndarray], rows: list[tuple[int, int]], reverse: bool):
-    if not ids:
-        return []
-    tokens, _ = pad_right(ids, PAD_ID, scorer.device)  # (B, L)
+    if not runnable:
+        return torch.empty((0, 4), dtype=torch.float64, device=scorer.device), counts
+    tokens, _ = pad_right([ids[j] for j in runnable], PAD_ID, scorer.device)  # (B, L)
     with autocast(scorer.device, scorer.precision):
         hidden = scorer.model.hidden_states(tokens)  # (B, L, D)
+    rows = [passes[j][3:5] for j in runnable]
     picked = torch.cat([hidden[b, lo:hi] for b, (lo, hi) in enumerate(rows)]).float()  # (K, D)
     log_probs = torch.log_softmax(scorer.model.lm_head(picked).double(), dim=-1)  # (K, V) float64
-    columns = _REVERSE_COLUMNS if reverse else _FORWARD_COLUMNS
-    values = log_probs[:, columns].cpu().numpy()  # (K, 4)
-    return np.split(values, np.cumsum([hi - lo for lo, hi in rows])[:-1])
+    return log_probs[:, _REVERSE_COLUMNS if reverse else _FORWARD_COLUMNS], counts
 
 
-def _block_arrays(result, ref_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """The segment arrays of one block (NaN everywhere when it was not run)."""
-    n = len(ref_ids)
-    out = {
-        "forward_llr": np.full((n, 4), np.nan, dtype=np.float32),
-        "reverse_llr": np.full((n, 4), np.nan, dtype=np.float32),
-        "forward_ref": np.full(n, np.nan, dtype=np.float32),
-        "reverse_ref": np.full(n, np.nan, dtype=np.float32),
-    }
-    if result is None:
-        return out
-    code = ref_ids - A_ID
-    base = (code >= 0) & (code < 4)
-    rows, columns = np.flatnonzero(base), code[base]
-    for strand, log_probs in zip(("forward", "reverse"), result):
-        ref_lp = log_probs[rows, columns]  # (m,) float64
-        # Rounded as BlockLogProbs.snv_llr rounds them: float64 difference, then float32.
-        out[f"{strand}_llr"][rows] = (log_probs[rows] - ref_lp[:, None]).astype(np.float32)
-        out[f"{strand}_ref"][rows] = ref_lp.astype(np.float32)
+def _strand_llr(values: torch.Tensor, counts: list[int], passes, refs: list[np.ndarray], reverse: bool):
+    """Per pass (llr (P, 4), log P(ref) (P,)) float32 in block order, NaN rows without context or
+    where the reference is not A/C/G/T; the llr taken on the device (float64 difference, then float32,
+    as BlockLogProbs.snv_llr rounds it), so that only 20 bytes per position come back."""
+    codes = []
+    for ref, one_pass, count in zip(refs, passes, counts):
+        code = ref.astype(np.int64) - A_ID  # (P,) block order
+        missing = one_pass[-1]
+        codes.append(code[:count][::-1] if reverse else code[missing : missing + count])
+    code = torch.as_tensor(np.concatenate(codes) if codes else np.empty(0, np.int64), device=values.device)
+    valid = (code >= 0) & (code < 4)
+    ref_lp = values.gather(1, code.clamp(0, 3)[:, None])  # (K, 1)
+    llr = (values - ref_lp).float().masked_fill(~valid[:, None], float("nan"))  # (K, 4)
+    ref_lp = ref_lp[:, 0].float().masked_fill(~valid, float("nan"))  # (K,)
+    both = torch.cat([llr, ref_lp[:, None]], dim=1).cpu().numpy()  # (K, 5): one transfer
+    out = []
+    for rows, one_pass in zip(np.split(both, np.cumsum(counts)[:-1]), passes):
+        ordered = _in_order(rows, one_pass[-1], reverse)
+        out.append((ordered[:, :4], ordered[:, 4]))
     return out
+
+
+def _in_order(rows: np.ndarray, missing: int, reverse: bool) -> np.ndarray:
+    """A pass's rows in block order, with ``missing`` NaN rows where that strand has no context
+    (before the rows forward; after them reverse, whose pass lists positions from the right)."""
+    pad = np.full((missing, rows.shape[1]), np.nan, dtype=rows.dtype)
+    return np.concatenate([rows[::-1], pad]) if reverse else np.concatenate([pad, rows])
+
+
+def _block_arrays(result, n: int) -> dict[str, np.ndarray]:
+    """The segment arrays of one block of ``n`` positions (NaN everywhere when it was not run)."""
+    if result is None:
+        nan4, nan = np.full((n, 4), np.nan, dtype=np.float32), np.full(n, np.nan, dtype=np.float32)
+        return {"forward_llr": nan4, "reverse_llr": nan4, "forward_ref": nan, "reverse_ref": nan}
+    (forward_llr, forward_ref), (reverse_llr, reverse_ref) = result
+    return {
+        "forward_llr": forward_llr,
+        "reverse_llr": reverse_llr,
+        "forward_ref": forward_ref,
+        "reverse_ref": reverse_ref,
+    }
 
 
 def _keep_spans(arrays: dict[str, np.ndarray], start: int, end: int, spans) -> None:
