@@ -139,23 +139,26 @@ class GenomeScorer:
         ``spans``: the [start, end) spans to keep (None = all)."""
         length = self.reference.length(contig)
         start = blocks.start * self.tiling.stride
-        parts, done = [], blocks.start
+        parts, done, pending = [], blocks.start, None
         for first in range(blocks.start, blocks.stop, self.batch_size):
             batch = range(first, min(first + self.batch_size, blocks.stop))
-            parts.append(self._batch(contig, batch, length))
-            done = batch.stop
+            launched = self._launch(contig, batch, length)  # queued on the device ...
+            if pending is not None:
+                parts.append(pending.collect())  # ... while the host finishes the batch before
+            pending, done = launched, batch.stop
             if stop():
                 break
-        if not parts:
+        if pending is None:
             return None
+        parts.append(pending.collect())
         end = min(done * self.tiling.stride, length)
         arrays = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         _keep_spans(arrays, start, end, spans)
         arrays["ref"] = _ref_with_flanks(self.reference, contig, start, end)
         return done, arrays
 
-    def _batch(self, contig: str, blocks: range, length: int) -> dict[str, np.ndarray]:
-        """Arrays of the positions of ``blocks`` (consecutive); N-heavy blocks are not run."""
+    def _launch(self, contig: str, blocks: range, length: int) -> _Batch:
+        """Queue the passes of ``blocks`` (N-heavy ones are not run) and the copy of their llr back."""
         ref = {b: self.reference.ids(contig, *self.tiling.block_span(b, length)) for b in blocks}
         live = [b for b in blocks if self._context_ok(contig, b, length)]
         spans = [_pass_spans(self.tiling, b, length) for b in live]
@@ -163,10 +166,8 @@ class GenomeScorer:
         for strand, reverse in ((0, False), (1, True)):
             passes = [(contig, *pair[strand]) for pair in spans]
             values, counts = _strand_rows(self, passes, reverse)
-            strands.append(_strand_llr(values, counts, passes, [ref[b] for b in live], reverse))
-        results = {b: (f, r) for b, f, r in zip(live, *strands)}
-        parts = [_block_arrays(results.get(b), len(ref[b])) for b in blocks]
-        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+            strands.append(_Copy(_llr_rows(values, counts, passes, [ref[b] for b in live], reverse), counts, passes))
+        return _Batch(blocks, live, {b: len(ids) for b, ids in ref.items()}, strands)
 
     def _context_ok(self, contig: str, block: int, length: int) -> bool:
         """As score-variants decides per SNV (n_in_context, no_context): some context, few enough N."""
@@ -226,10 +227,10 @@ def _strand_rows(scorer: GenomeScorer, passes, reverse: bool) -> tuple[torch.Ten
     return log_probs[:, _REVERSE_COLUMNS if reverse else _FORWARD_COLUMNS], counts
 
 
-def _strand_llr(values: torch.Tensor, counts: list[int], passes, refs: list[np.ndarray], reverse: bool):
-    """Per pass (llr (P, 4), log P(ref) (P,)) float32 in block order, NaN rows without context or
-    where the reference is not A/C/G/T; the llr taken on the device (float64 difference, then float32,
-    as BlockLogProbs.snv_llr rounds it), so that only 20 bytes per position come back."""
+def _llr_rows(values: torch.Tensor, counts: list[int], passes, refs: list[np.ndarray], reverse: bool):
+    """(K, 5) float32 on the device: the llr of A, C, G, T and log P(ref) at each row, NaN where the
+    reference is not A/C/G/T. The llr is taken on the device (float64 difference, then float32, as
+    BlockLogProbs.snv_llr rounds it), so that only 20 bytes per position come back to the host."""
     codes = []
     for ref, one_pass, count in zip(refs, passes, counts):
         code = ref.astype(np.int64) - A_ID  # (P,) block order
@@ -239,13 +240,48 @@ def _strand_llr(values: torch.Tensor, counts: list[int], passes, refs: list[np.n
     valid = (code >= 0) & (code < 4)
     ref_lp = values.gather(1, code.clamp(0, 3)[:, None])  # (K, 1)
     llr = (values - ref_lp).float().masked_fill(~valid[:, None], float("nan"))  # (K, 4)
-    ref_lp = ref_lp[:, 0].float().masked_fill(~valid, float("nan"))  # (K,)
-    both = torch.cat([llr, ref_lp[:, None]], dim=1).cpu().numpy()  # (K, 5): one transfer
-    out = []
-    for rows, one_pass in zip(np.split(both, np.cumsum(counts)[:-1]), passes):
-        ordered = _in_order(rows, one_pass[-1], reverse)
-        out.append((ordered[:, :4], ordered[:, 4]))
-    return out
+    return torch.cat([llr, ref_lp.float().masked_fill(~valid[:, None], float("nan"))], dim=1)
+
+
+class _Copy:
+    """One strand's rows on their way to the host: an asynchronous copy and the event that ends it."""
+
+    def __init__(self, rows: torch.Tensor, counts: list[int], passes):
+        self.counts, self.passes, self.event = counts, passes, None
+        if rows.is_cuda:
+            self.rows = torch.empty(rows.shape, dtype=rows.dtype, pin_memory=True)
+            self.rows.copy_(rows, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.rows = rows
+
+    def per_pass(self, reverse: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(llr (P, 4), log P(ref) (P,)) float32 per pass, in block order."""
+        if self.event is not None:
+            self.event.synchronize()
+        out = []
+        for rows, one_pass in zip(np.split(self.rows.numpy(), np.cumsum(self.counts)[:-1]), self.passes):
+            ordered = _in_order(rows, one_pass[-1], reverse)
+            out.append((ordered[:, :4], ordered[:, 4]))
+        return out
+
+
+@dataclass
+class _Batch:
+    """A batch of blocks whose device work is queued."""
+
+    blocks: range
+    live: list[int]
+    sizes: dict[int, int]  # positions per block
+    strands: list[_Copy]  # forward, reverse
+
+    def collect(self) -> dict[str, np.ndarray]:
+        """Wait for the batch's copies and lay its values out as segment arrays."""
+        forward, reverse = self.strands[0].per_pass(False), self.strands[1].per_pass(True)
+        results = {b: (f, r) for b, f, r in zip(self.live, forward, reverse)}
+        parts = [_block_arrays(results.get(b), self.sizes[b]) for b in self.blocks]
+        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
 def _in_order(rows: np.ndarray, missing: int, reverse: bool) -> np.ndarray:
