@@ -397,6 +397,14 @@ def score_variants(
     precision: PrecisionOpt = "fp32",
     conv_backend: ConvBackendOpt = None,
     threads: ThreadsOpt = None,
+    precomputed: Annotated[
+        Optional[str],
+        typer.Option(help="llr looked up in a score-genome OUTDIR (no model, CPU) instead of computed."),
+    ] = None,
+    calibration: Annotated[
+        Optional[str],
+        typer.Option(help="Rank llr among all SNVs of the genome (score-genome OUTDIR): adds LLR_PCT, LLR_PHRED."),
+    ] = None,
     trust_checkpoint: TrustOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -407,6 +415,75 @@ def score_variants(
         from genomelm.commands import score_variants as command
 
         return command.run(_options(command.ScoreVariantsOptions, options, input=input_vcf, methods=method or ["llr"]))
+
+    _execute(work, quiet)
+
+
+# ---------------------------------------------------------------- score-genome
+
+
+def _duration(text: Optional[str]) -> Optional[float]:
+    """'90', '90s', '30m', '2h', '1.5h' -> seconds; None stays None."""
+    if text is None:
+        return None
+    scale = {"s": 1, "m": 60, "h": 3600}.get(text.strip()[-1:].lower(), 1)
+    number = text.strip().rstrip("smhSMH")
+    try:
+        return float(number) * scale
+    except ValueError:
+        raise typer.BadParameter(f"expected seconds or a number with s/m/h, got {text!r}") from None
+
+
+@app.command("score-genome")
+def score_genome(
+    fasta: Annotated[str, typer.Argument(help="Genome FASTA, plain or bgzip (indexed on first use).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output directory (bigWig tracks, manifest).")],
+    model: ModelOpt = None,
+    regions: Annotated[
+        Optional[list[str]],
+        typer.Option("--regions", "-r", help="Only these: BED file (0-based) or chr:start-end (1-based); repeatable."),
+    ] = None,
+    context: Annotated[
+        Optional[int], typer.Option(help="llr: least context per strand in bases (as score-variants).")
+    ] = None,
+    stride: Annotated[Optional[int], typer.Option(help="llr: bases scored per pass (as score-variants).")] = None,
+    max_n_frac: Annotated[float, typer.Option(help="No values where the context has a larger fraction of N.")] = 0.05,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Blocks per model call (per strand).")] = 8,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    conv_backend: ConvBackendOpt = None,
+    threads: ThreadsOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run on OUTDIR.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUTDIR (and any unfinished run on it).")] = False,
+    time_limit: Annotated[
+        Optional[str],
+        typer.Option(help="Stop after this long (seconds, or 30m, 2h) at a block boundary; exit 0, --resume later."),
+    ] = None,
+    zoom_levels: Annotated[
+        int, typer.Option(help="bigWig zoom levels for wide browser views (0-10; built when the run ends).")
+    ] = 0,
+    writers: Annotated[
+        Optional[int], typer.Option(help="Track-writer processes (default: up to one per track).")
+    ] = None,
+    gather: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Instead of scoring: gather stores of whole contigs (workflow shards) into OUTDIR."),
+    ] = None,
+    trust_checkpoint: TrustOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score every possible SNV of a genome once (llr, both strands): bigWig tracks + calibration in OUTDIR.
+
+    Exit codes: 0 done (or stopped by --time-limit), 1 input error, 2 usage error (e.g. OUTDIR exists),
+    130 Ctrl-C, 143 SIGTERM; after 130/143 or a time limit, --resume continues.
+    """
+    options = dict(locals())  # every CLI parameter by name: the Options are built from them
+    limit = _duration(time_limit)
+
+    def work():
+        from genomelm.commands import score_genome as command
+
+        return command.run(_options(command.ScoreGenomeOptions, options, time_limit=limit))
 
     _execute(work, quiet)
 

@@ -103,3 +103,33 @@ def pad_right(rows: list, pad_id: int, device: torch.device) -> tuple[torch.Tens
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.as_tensor(row)
     return ids.to(device, non_blocking=True), lengths.to(device)
+
+
+# --------------------------------------------------------------------------- torchrun
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun (its environment variables), else (0, 1). The process group
+    (gloo) only coordinates: inference commands share work through files, not collectives."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), world
+
+
+def rank_device(name: str, rank: int, world: int) -> str:
+    """--device for this rank: under torchrun 'auto'/'cuda' take the GPU of LOCAL_RANK."""
+    if world > 1 and name in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
+    return name
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()

@@ -56,6 +56,7 @@ OPTIONS = {
     "convert": ("ConvertOptions", {"threads"}),  # the CLI sets the threads itself
     "pretrain": ("PretrainOptions", set()),
     "score-variants": ("ScoreVariantsOptions", {"input_vcf", "method"}),  # -> input, methods
+    "score-genome": ("ScoreGenomeOptions", set()),  # time_limit: '30m' -> seconds
     "finetune": ("FinetuneOptions", set()),
     "predict": ("PredictOptions", {"model_dir", "input_path"}),  # -> model, input
     "evaluate": ("EvaluateOptions", set()),

@@ -7,6 +7,7 @@ contig index, 0-based half-open start/end, and strand (1 forward, 0 both strands
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -22,7 +23,7 @@ from genomelm.formats.atomic import check_output_file, refuse_overwriting_inputs
 from genomelm.formats.embeddings import EmbeddingWriter
 from genomelm.formats.fasta import FastaSource, Window, parse_regions
 from genomelm.log import get_logger, progress
-from genomelm.runtime import autocast, batched, pad_right, set_threads
+from genomelm.runtime import autocast, barrier, batched, distributed, pad_right, rank_device, set_threads
 from genomelm.tokenizer import PAD_ID, CharTokenizer, reverse_complement_ids
 
 log = get_logger(__name__)
@@ -69,7 +70,8 @@ class EmbedSummary:
 def run(opts: EmbedOptions) -> EmbedSummary:
     _check_options(opts)
     set_threads(opts.threads)
-    device = select_device(opts.device)
+    rank, world = distributed()
+    device = select_device(rank_device(opts.device, rank, world))
     regions = _regions(opts.regions)
     started = time.perf_counter()
     # Open the input before loading the model: a missing or malformed FASTA fails fast, with exit code 1.
@@ -79,12 +81,17 @@ def run(opts: EmbedOptions) -> EmbedSummary:
         expected = _expected_bases(fasta, regions, window, stride)
         _check_output_size(opts, expected, model.config.d_model)
         metadata = _metadata(opts, model, window, stride)
-        with EmbeddingWriter(opts.output, metadata) as writer:
-            _declare(writer, opts.pooling, model.config.d_model)
-            rows, windows, bases = _embed_all(
-                opts, model, device, fasta.windows(window, stride, regions), writer, expected
-            )
-            writer.set_metadata("contigs", json.dumps(fasta.contig_names))
+        all_windows = fasta.windows(window, stride, regions)
+        if world > 1:  # torchrun: this rank's batches to a part file, rank 0 interleaves them
+            rows, windows, bases = _embed_rank(opts, model, device, all_windows, metadata, expected, (rank, world))
+            if rank == 0:
+                _merge_parts(opts, metadata, world, json.dumps(fasta.contig_names))
+            barrier(world)
+        else:
+            with EmbeddingWriter(opts.output, metadata) as writer:
+                _declare(writer, opts.pooling, model.config.d_model)
+                rows, windows, bases = _embed_all(opts, model, device, all_windows, writer, expected)
+                writer.set_metadata("contigs", json.dumps(fasta.contig_names))
     seconds = time.perf_counter() - started
     summary = EmbedSummary(opts.output, rows, windows, bases, model.config.d_model, seconds)
     log.info(
@@ -182,16 +189,24 @@ def _declare(writer: EmbeddingWriter, pooling: str, dim: int) -> None:
         writer.declare(name, (), dtype)
 
 
-def _embed_all(opts, model, device, windows: Iterator[Window], writer, expected: int | None):
+def _embed_all(opts, model, device, windows: Iterator[Window], writer, expected: int | None, share=(0, 1)):
+    """Embed every batch of ``windows`` (under torchrun: batch i when i % world == rank, and each row
+    gets its batch index in a 'batch' tensor for the merge)."""
     tokenizer = CharTokenizer()
     rows = n_windows = n_bases = 0
+    rank, world = share
     with progress("bp") as bar:
         task = bar.add_task("embed", total=expected)
-        for batch in batched(windows, opts.batch_size):
+        for index, batch in enumerate(batched(windows, opts.batch_size)):
+            if index % world != rank:
+                continue
             ids = [tokenizer.encode(w.sequence, record=w.contig, offset=w.start) for w in batch]
             vectors = embed_ids(model, ids, device, opts)
             _refuse_non_finite(vectors, batch)
-            rows += _write_batch(writer, batch, vectors, opts)
+            written = _write_batch(writer, batch, vectors, opts)
+            if world > 1:
+                writer.add("batch", np.full(written, index, dtype=np.int64))
+            rows += written
             n_windows += len(batch)
             batch_bases = sum(len(i) for i in ids)
             n_bases += batch_bases
@@ -207,6 +222,45 @@ def _refuse_non_finite(vectors: list[np.ndarray], batch: list[Window]) -> None:
                 f"the model produced non-finite embeddings (NaN or inf) for {window.contig}:{window.start + 1}-"
                 f"{window.end}; nothing written (try --precision fp32, or check the model)"
             )
+
+
+def _part_path(output: str, rank: int) -> str:
+    return f"{output}.rank{rank}.part"
+
+
+def _embed_rank(opts, model, device, windows, metadata: dict, expected, share: tuple[int, int]):
+    """This rank's rows into its part file (rows of its batches, each tagged with the batch index)."""
+    rank, world = share
+    with EmbeddingWriter(_part_path(opts.output, rank), metadata) as writer:
+        _declare(writer, opts.pooling, model.config.d_model)
+        writer.declare("batch", (), np.int64)
+        counts = _embed_all(opts, model, device, windows, writer, expected, share)
+    barrier(world)
+    return counts
+
+
+def _merge_parts(opts, metadata: dict, world: int, contigs: str) -> None:
+    """Rank 0: the parts' rows in batch order (batch i is in part i % world) into the output, a batch
+    at a time (bounded memory), then the parts are removed."""
+    from safetensors import safe_open
+
+    parts = [safe_open(_part_path(opts.output, r), "np") for r in range(world)]
+    names = [k for k in parts[0].keys() if k != "batch"]
+    batches = [p.get_tensor("batch") for p in parts]
+    cursors = [0] * world
+    with EmbeddingWriter(opts.output, metadata) as writer:
+        for name in names:
+            writer.declare(name, tuple(parts[0].get_slice(name).get_shape()[1:]), parts[0].get_slice(name).get_dtype())
+        index = 0
+        while any(cursors[r] < len(batches[r]) for r in range(world)):
+            r = index % world
+            end = int(np.searchsorted(batches[r], index, side="right"))  # each part's batch indices ascend
+            for name in names:
+                writer.add(name, parts[r].get_slice(name)[cursors[r] : end])
+            cursors[r], index = end, index + 1
+        writer.set_metadata("contigs", contigs)
+    for r in range(world):
+        os.unlink(_part_path(opts.output, r))
 
 
 @torch.no_grad()  # not inference_mode: cached filters and spectra need version counters

@@ -8,6 +8,7 @@ absent where an allele has none. Records that cannot be scored are written uncha
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from contextlib import ExitStack, nullcontext
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, fields
 
 from genomelm import __version__
 from genomelm.commands._common import load_inference_model, model_label, select_device, set_threads
-from genomelm.commands._provenance import command_line, model_line
+from genomelm.commands._provenance import command_line, model_line, model_sha256
 from genomelm.errors import InputError, UsageError
 from genomelm.formats import vcf
 from genomelm.formats.atomic import refuse_overwriting_inputs
@@ -35,6 +36,8 @@ from genomelm.variants import (
 )
 from genomelm.variants import centred_window as _centred_window
 from genomelm.variants import llr_tiling as _llr_tiling
+from genomelm.variants.methods import CALIBRATION
+from genomelm.variants.precomputed import PrecomputedScores, check_store_genome, load_calibration
 from genomelm.variants.windows import CentredWindow
 
 log = get_logger(__name__)
@@ -65,6 +68,8 @@ class ScoreVariantsOptions:
     conv_backend: str | None = None
     threads: int | None = None
     trust_checkpoint: bool = False
+    precomputed: str | None = None  # a score-genome OUTDIR: llr looked up there, no model
+    calibration: str | None = None  # a score-genome OUTDIR: rank llr among the SNVs of its genome
 
     def settings(self) -> ScoringSettings:
         """The engine's settings: the options of the same names."""
@@ -95,13 +100,13 @@ def info_keys(prefix: str) -> dict[str, str]:
 
 
 def info_fields(
-    opts: ScoreVariantsOptions, label: str, tiling: LlrTiling, window: CentredWindow
+    opts: ScoreVariantsOptions, label: str, tiling: LlrTiling, window: CentredWindow | None, genome: str = ""
 ) -> list[vcf.InfoField]:
     """The INFO header lines of the requested methods (each names method, model, context, strands)."""
     span = f"{tiling.context}-{tiling.pass_length} bp (genome-fixed windows, stride {tiling.stride})"
     fields = []
     for score in (s for name in opts.methods for s in METHODS[name].scores):
-        text = score.description.format(model=label, span=span, window=window.length)
+        text = score.description.format(model=label, span=span, window=window and window.length, genome=genome)
         fields.append(vcf.InfoField(opts.info_prefix + score.suffix, score.number, score.type, text))
     reasons = "|".join(SKIP_REASONS)
     text = f"Why genomelm could not score this record ({reasons})"
@@ -129,9 +134,13 @@ def run(opts: ScoreVariantsOptions) -> ScoreVariantsSummary:
     with ExitStack() as stack:
         fasta = stack.enter_context(open_fasta(opts.fasta, "score-variants"))
         reader = stack.enter_context(vcf.VariantReader(opts.input))
-        model = load_inference_model(opts.model, device, opts.conv_backend, opts.trust_checkpoint)
-        scorer = VariantScorer(model, Reference(fasta), opts.settings(), device, source=opts.fasta)
-        rescoring, provenance = _prepare_header(reader, opts, model, scorer)
+        reference = Reference(fasta)
+        lookups = _Lookups(opts, reference.lengths)
+        model = lookups.model(opts, device)
+        scorer = VariantScorer(
+            model, reference, opts.settings(), device, opts.fasta, lookups.precomputed, lookups.calibration
+        )
+        rescoring, provenance = _prepare_header(reader, opts, model, scorer, lookups)
         writer = stack.enter_context(vcf.VariantWriter(opts.output, reader, index=opts.index))
         tsv = stack.enter_context(_tsv_writer(opts, provenance))
         clear = list(info_keys(opts.info_prefix).values()) if rescoring else []
@@ -144,6 +153,7 @@ def run(opts: ScoreVariantsOptions) -> ScoreVariantsSummary:
 
 def _check_options(opts: ScoreVariantsOptions) -> None:
     opts.methods = check_methods(opts.methods)
+    _check_lookup_options(opts)
     if opts.on_ref_mismatch not in MISMATCH_POLICIES:
         raise UsageError(f"--on-ref-mismatch must be skip or error, got {opts.on_ref_mismatch!r}")
     if opts.batch_size < 1:
@@ -166,24 +176,84 @@ def _check_paths(opts: ScoreVariantsOptions) -> None:
         vcf.check_writable(opts.tsv, "--tsv")
 
 
-def _prepare_header(reader, opts: ScoreVariantsOptions, model, scorer: VariantScorer) -> tuple[bool, dict]:
+def _prepare_header(reader, opts, model, scorer: VariantScorer, lookups: _Lookups) -> tuple[bool, dict]:
     """Declare the INFO fields and the provenance lines; (re-scoring an output?, provenance)."""
-    label = model_label(opts.model, model)
+    label, line = lookups.model_label(opts, model)
     tiling, window = scorer.tiling, scorer.window
-    rescoring = reader.add_info(info_fields(opts, label, tiling, window))
+    rescoring = reader.add_info(info_fields(opts, label, tiling, window, lookups.genome(opts)))
     settings = (
         f"model={label};methods={','.join(opts.methods)};context={tiling.context};stride={tiling.stride};"
-        f"window={window.length};precision={opts.precision};strands=both;max_n_frac={opts.max_n_frac}"
+        f"window={window.length if window else '.'};precision={opts.precision};strands=both;"
+        f"max_n_frac={opts.max_n_frac}"
     )
     provenance = {
         "genomelm_version": __version__,
         "genomelm_command": command_line("score-variants", opts, positional=("input",)),
-        "genomelm_model": model_line(label, opts.model, model),
+        "genomelm_model": line,
         "genomelm_scoreVariantsSettings": settings,
     }
     for key, value in provenance.items():
         reader.add_meta(key, value)
     return rescoring, provenance
+
+
+# --------------------------------------------------------------------------- score-genome stores
+
+
+def _check_lookup_options(opts: ScoreVariantsOptions) -> None:
+    """--precomputed holds llr only; --calibration adds the calibration scores after llr."""
+    if opts.precomputed is not None and opts.methods != ["llr"] and opts.methods != ["llr", CALIBRATION]:
+        raise UsageError("--precomputed holds llr values only: leave out --method delta-ll / embedding")
+    if CALIBRATION in opts.methods and opts.calibration is None:
+        raise UsageError("the calibration scores need --calibration OUTDIR (a score-genome store)")
+    if opts.calibration is not None:
+        if "llr" not in opts.methods:
+            raise UsageError("--calibration ranks llr values: add --method llr")
+        opts.methods = [m for m in opts.methods if m != CALIBRATION] + [CALIBRATION]
+
+
+class _Lookups:
+    """The score-genome stores of a run (--precomputed, --calibration), checked against the inputs."""
+
+    def __init__(self, opts: ScoreVariantsOptions, lengths: dict[str, int]):
+        self.precomputed = self.calibration = self._manifest = None
+        if opts.precomputed is not None:
+            self.precomputed = PrecomputedScores(opts.precomputed)
+            self.precomputed.check_settings(opts.context, opts.stride)
+            self.precomputed.check_genome(lengths, opts.fasta)
+            self._manifest = self.precomputed.manifest
+        if opts.calibration is not None:
+            self.calibration, self._manifest = load_calibration(opts.calibration)
+            check_store_genome(self._manifest, opts.calibration, lengths, opts.fasta)
+
+    def model(self, opts: ScoreVariantsOptions, device):
+        """The model to score with: None when the store gives the values and no --model was named."""
+        if self.precomputed is not None and opts.model is None:
+            return None
+        model = load_inference_model(opts.model, device, opts.conv_backend, opts.trust_checkpoint)
+        if self._manifest is not None:
+            self._check_model(opts, model)
+        return model
+
+    def _check_model(self, opts: ScoreVariantsOptions, model) -> None:
+        stored = self._manifest["model"]
+        if model_sha256(opts.model, model) != stored["sha256"]:
+            store = opts.precomputed or opts.calibration
+            raise UsageError(
+                f"--model {model_label(opts.model, model)} is not the model of {store} ({stored['name']}): "
+                "calibration and stored values only mean something for the model that made them"
+            )
+
+    def model_label(self, opts: ScoreVariantsOptions, model) -> tuple[str, str]:
+        """(label for INFO descriptions, ##genomelm_model value)."""
+        if model is not None:
+            label = model_label(opts.model, model)
+            return label, model_line(label, opts.model, model)
+        stored = self._manifest["model"]
+        return f"{stored['name']} (precomputed)", f"{stored['name']},sha256={stored['sha256']}"
+
+    def genome(self, opts: ScoreVariantsOptions) -> str:
+        return f"this genome ({os.path.basename(opts.fasta)})"
 
 
 def _tsv_writer(opts: ScoreVariantsOptions, provenance: dict):

@@ -122,12 +122,14 @@ class EmbeddingWriter:
         """Create the temporary output now, so an unusable output path fails before any work."""
         atomic.check_output_file(self.path)
         partial = atomic.temporary_sibling(self.path, ".partial")
+        # Registered before it exists: a signal right after the creation still finds it to remove.
+        self._temps.append(partial)
         try:
             # os.open with 0o666 lets the umask decide the final permissions (mkstemp would force 0600).
             os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except OSError as exc:
+            self._temps.remove(partial)
             raise InputError(f"cannot write {self.path}: {exc.strerror}") from None
-        self._temps.append(partial)
         return partial
 
     def set_metadata(self, key: str, value: str) -> None:

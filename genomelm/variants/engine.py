@@ -11,7 +11,17 @@ import torch
 from genomelm.formats import vcf
 from genomelm.variants.llr import LlrTiling, SnvQuery, llr_tiling, score_llr_shared
 from genomelm.variants.methods import METHODS, WindowStats, check_methods
-from genomelm.variants.planner import N_IN_CONTEXT, NO_CONTEXT, NON_FINITE, NOT_SNV, SCORABLE, TOO_LONG, Planner, Site
+from genomelm.variants.planner import (
+    N_IN_CONTEXT,
+    NO_CONTEXT,
+    NON_FINITE,
+    NOT_IN_PRECOMPUTED,
+    NOT_SNV,
+    SCORABLE,
+    TOO_LONG,
+    Planner,
+    Site,
+)
 from genomelm.variants.reference import Reference
 from genomelm.variants.windows import AlleleWindows, CentredWindow, allele_windows, centred_window, window_stats
 
@@ -34,13 +44,31 @@ class ScoringSettings:
 
 
 class VariantScorer:
-    """Model + reference + settings; ``score(records)`` -> Sites holding per-ALT values by score name."""
+    """Model + reference + settings; ``score(records)`` -> Sites holding per-ALT values by score name.
 
-    def __init__(self, model, reference: Reference, settings: ScoringSettings, device: torch.device, source=""):
+    ``precomputed`` (a PrecomputedScores): llr values are looked up in a score-genome store, and
+    ``model`` may be None (llr is then the only method). ``calibration`` (a CalibrationTable): the
+    'calibration' method ranks the llr values in it.
+    """
+
+    def __init__(
+        self,
+        model,
+        reference: Reference,
+        settings: ScoringSettings,
+        device: torch.device,
+        source="",
+        precomputed=None,
+        calibration=None,
+    ):
         self.model, self.reference, self.settings, self.device = model, reference, settings, device
+        self.precomputed, self.calibration = precomputed, calibration
         self.methods = check_methods(settings.methods)
-        self.tiling: LlrTiling = llr_tiling(settings.context, settings.stride, model.l_max)
-        self.window: CentredWindow = centred_window(settings.window, model.l_max)
+        if precomputed is not None:
+            self.tiling: LlrTiling = precomputed.tiling
+        else:
+            self.tiling = llr_tiling(settings.context, settings.stride, model.l_max)
+        self.window: CentredWindow | None = None if model is None else centred_window(settings.window, model.l_max)
         self.planner = Planner(reference, settings.max_n_frac, settings.on_ref_mismatch, source)
         self.passes = 0  # sequences run through the model so far
 
@@ -75,19 +103,28 @@ class VariantScorer:
             if snvs and self._llr_context_ok(site, snvs):
                 queries.append(SnvQuery(site.contig, site.start, site.ref, [site.alts[a].upper() for a in snvs]))
                 owners.append((site, snvs))
-        s = self.settings
-        results, passes = score_llr_shared(
-            self.model, self.reference, queries, self.tiling, self.device, s.precision, s.batch_size
-        )
+        results, passes = self._llr_results(queries)
         self.passes += passes
         for (site, snvs), result in zip(owners, results):
             for a, fwd, rev, mean, bad in zip(snvs, result.forward, result.reverse, result.mean, result.non_finite):
                 if bad:  # never a score from a strand whose values are NaN/inf
                     site.fail(a, NON_FINITE)
                     continue
+                if np.isnan(mean):  # context checked above: only a store without this position
+                    site.fail(a, NOT_IN_PRECOMPUTED)
+                    continue
                 for name, value in (("llr_fwd", fwd), ("llr_rev", rev), ("llr", mean)):
                     if not np.isnan(value):  # NaN: that strand has no context
                         site.set(name, a, value)
+
+    def _llr_results(self, queries: list[SnvQuery]):
+        """(LlrResult per query, forward passes run): computed, or looked up in the store."""
+        if self.precomputed is not None:
+            return self.precomputed.llr(self.reference, queries), 0
+        s = self.settings
+        return score_llr_shared(
+            self.model, self.reference, queries, self.tiling, self.device, s.precision, s.batch_size
+        )
 
     def _llr_context_ok(self, site: Site, alleles: list[int]) -> bool:
         left, right = self.tiling.context_span(site.start, self.reference.length(site.contig))

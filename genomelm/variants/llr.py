@@ -274,10 +274,9 @@ class LlrResult:
     @property
     def mean(self) -> np.ndarray:
         """Mean of the strands that have a value (NaN only if neither has)."""
-        both = np.stack([self.forward, self.reverse])  # (2, n_alts)
-        counts = np.sum(~np.isnan(both), axis=0)
-        total = np.nansum(both, axis=0)
-        return np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
+        forward, reverse = self.forward, self.reverse  # (n_alts,) each
+        # Four ufuncs rather than stack/nansum: this runs once per record (lookups do 50k+/s).
+        return np.where(np.isnan(forward), reverse, np.where(np.isnan(reverse), forward, (forward + reverse) / 2))
 
 
 def score_llr_shared(

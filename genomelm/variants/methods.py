@@ -70,6 +70,12 @@ def _score_llr(engine, sites) -> None:
     engine.score_llr(sites)  # the tiled passes live in the engine (they need the reference and tiling)
 
 
+def _calibrate(engine, sites) -> None:
+    from genomelm.variants.precomputed import calibrate_sites  # numpy + pyBigWig, only when asked for
+
+    calibrate_sites(engine, sites)
+
+
 _LLR = "Site log-likelihood ratio log P(alt) - log P(ref) by {model}"
 _WINDOWS = "{window} bp window centred on the variant, mean of both strands, by {model}"
 _EQUAL = "REF and ALT score the same number of bases (indels: the flank after the variant trimmed or extended)"
@@ -107,6 +113,25 @@ METHODS: dict[str, Method] = {
         embedding_distance,
     ),
 }
+
+
+_RANK = "llr ({model}) ranked among all possible SNVs of {genome}"
+_CALIBRATION = Method(
+    "calibration",
+    (
+        Score("llr_pct", "LLR_PCT", "Fraction (0-1) of the SNVs with a lower llr: " + _RANK),
+        Score("llr_phred", "LLR_PHRED", "PHRED-scaled rank, -10 log10(LLR_PCT): " + _RANK),
+        Score(
+            "llr_pct_ctx", "LLR_PCT_CTX", "Fraction (0-1) of the SNVs with a lower llr, same trinucleotide: " + _RANK
+        ),
+        Score("llr_phred_ctx", "LLR_PHRED_CTX", "PHRED-scaled rank within the trinucleotide context: " + _RANK),
+    ),
+    ("llr_pct", "llr_phred", "llr_pct_ctx", "llr_phred_ctx"),
+    "site",
+    _calibrate,
+)
+CALIBRATION = "calibration"  # a method added by --calibration (after llr), not asked for with --method
+METHODS[CALIBRATION] = _CALIBRATION
 
 
 def check_methods(names) -> list[str]:

@@ -7,9 +7,8 @@ Records are anything with ``chrom``, ``pos`` (1-based VCF POS), ``start`` (0-bas
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from genomelm.errors import RefMismatchError
 from genomelm.formats import vcf
@@ -20,6 +19,7 @@ from genomelm.variants.reference import Reference
 CONTIG_MISSING, OUT_OF_RANGE, REF_MISMATCH, REF_IS_N = "contig_missing", "out_of_range", "ref_mismatch", "ref_is_n"
 N_IN_CONTEXT, NOT_SNV, TOO_LONG, NO_CONTEXT = "n_in_context", "not_snv", "too_long", "no_context"
 NON_FINITE = "non_finite"  # the model produced NaN or inf for this allele
+NOT_IN_PRECOMPUTED = "not_in_precomputed"  # --precomputed: the store has no value there (outside its regions)
 
 SKIP_REASONS = (
     CONTIG_MISSING,
@@ -36,6 +36,7 @@ SKIP_REASONS = (
     TOO_LONG,
     NO_CONTEXT,
     NON_FINITE,
+    NOT_IN_PRECOMPUTED,
 )
 SCORABLE = (vcf.SNV, vcf.MNV, vcf.INDEL)
 BASE_ID = {"A": A_ID, "C": C_ID, "G": G_ID, "T": T_ID}
@@ -79,8 +80,9 @@ class Site:
 
     def set(self, name: str, allele: int, value: float) -> None:
         """Record a score; a non-finite one is never written: the allele is flagged non_finite."""
-        if np.isfinite(value):
-            self.values.setdefault(name, [None] * len(self.alts))[allele] = float(value)
+        value = float(value)
+        if math.isfinite(value):  # math, not numpy: this runs per allele and score (lookups: 50k+/s)
+            self.values.setdefault(name, [None] * len(self.alts))[allele] = value
         else:
             self.fail(allele, NON_FINITE)
 
@@ -142,9 +144,10 @@ class Planner:
         if not site.ref or not set(site.ref) <= set(BASE_ID):
             return None
         found = self.reference.ids(site.contig, site.start, site.start + len(site.ref))
-        if np.any(found == N_ID):
+        codes = found.tolist()  # a few bases: Python lists beat numpy calls here
+        if N_ID in codes:
             return REF_IS_N
-        if not np.any(found != np.array([BASE_ID[b] for b in site.ref])):
+        if codes == [BASE_ID[b] for b in site.ref]:
             return None
         if self.on_ref_mismatch == "error":
             raise RefMismatchError(
