@@ -24,9 +24,9 @@ import time
 
 import numpy as np
 
-from genomelm.commands.pretrain_data import load_intervals
 from genomelm.formats.fasta import FastaSource, parse_region
 from genomelm.tokenizer import A_ID, T_ID
+from genomelm.training.windows import load_intervals
 
 ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 BETAS = tuple(2.0**e for e in range(-2, 12))  # 0.25 ... 2048
@@ -130,7 +130,7 @@ def load_codes(fasta_path: str, region_text: str) -> np.ndarray:
     with FastaSource(fasta_path) as fasta:
         region = parse_region(region_text)
         end = region.end if region.end is not None else fasta.contig_lengths()[region.contig]
-        from genomelm.commands.pretrain_data import Interval
+        from genomelm.training.windows import Interval
 
         (tokens,) = load_intervals(fasta, [Interval(region.contig, region.start, end)])
     return codes_of(tokens)

@@ -122,6 +122,18 @@ def _execute(work: Callable[[], object], quiet: bool = False) -> object:
         _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
 
 
+def _options(cls: type, values: dict, **converted: object) -> object:
+    """A command's Options dataclass from the CLI parameters named like its fields (one declaration per
+    option: the Typer signature; tests/test_cli_snapshot.py checks that the dataclass defaults agree).
+    ``converted`` gives the fields whose CLI form differs: another name, or a value to transform."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    if set(converted) - names:
+        raise TypeError(f"{cls.__name__} has no field {sorted(set(converted) - names)}")
+    return cls(**{k: v for k, v in values.items() if k in names and k not in converted}, **converted)
+
+
 def _fail(message: str, code: int) -> None:
     if _state["debug"]:
         traceback.print_exc()
@@ -199,30 +211,12 @@ def embed(
     quiet: QuietOpt = False,
 ) -> None:
     """Embed windows or regions of a genome into a safetensors file (rows + coordinates + metadata)."""
+    options = dict(locals())  # every CLI parameter by name: the Options are built from them
 
     def work():
         from genomelm.commands import embed as command
 
-        return command.run(
-            command.EmbedOptions(
-                fasta=fasta,
-                output=output,
-                model=model,
-                regions=regions,
-                window=window,
-                stride=stride,
-                pooling=pooling,
-                layer=layer,
-                rc=rc,
-                batch_size=batch_size,
-                device=device,
-                precision=precision,
-                conv_backend=conv_backend,
-                threads=threads,
-                force=force,
-                trust_checkpoint=trust_checkpoint,
-            )
-        )
+        return command.run(_options(command.EmbedOptions, options))
 
     _execute(work, quiet)
 
@@ -243,14 +237,15 @@ def convert(
     quiet: QuietOpt = False,
 ) -> None:
     """Convert an official HyenaDNA checkpoint to the native genomelm format."""
+    options = dict(locals())  # every CLI parameter by name: the Options are built from them
 
     def work():
         from genomelm.commands import convert as command
-        from genomelm.commands._common import set_threads
+        from genomelm.runtime import set_threads
 
         set_threads(threads)
 
-        summary = command.run(command.ConvertOptions(source, output, trust_checkpoint, filter_shift, force))
+        summary = command.run(_options(command.ConvertOptions, options))
         typer.echo(f"{summary.output}: {summary.parameters:,} parameters, from {summary.source_layout}", err=True)
         return summary
 
@@ -322,49 +317,16 @@ def pretrain(
     quiet: QuietOpt = False,
 ) -> None:
     """Pretrain a HyenaDNA model on a genome (next-nucleotide prediction); resumable; multi-GPU with torchrun."""
+    options = dict(locals())  # every CLI parameter by name: the Options are built from them
 
     def work():
         from genomelm.commands import pretrain as command
 
         summary = command.run(
-            command.PretrainOptions(
-                fasta=fasta,
-                output=output,
-                train_regions=train_regions,
-                val_regions=val_regions,
+            _options(
+                command.PretrainOptions,
+                options,
                 val_contigs=[c for c in val_contigs.split(",") if c] if val_contigs else None,
-                val_fraction=val_fraction,
-                preset=preset,
-                d_model=d_model,
-                n_layer=n_layer,
-                d_inner=d_inner,
-                l_max=l_max,
-                seq_len=seq_len,
-                batch_size=batch_size,
-                global_batch_size=global_batch_size,
-                steps=steps,
-                lr=lr,
-                min_lr_ratio=min_lr_ratio,
-                weight_decay=weight_decay,
-                warmup_steps=warmup_steps,
-                grad_clip=grad_clip,
-                seqlen_warmup=seqlen_warmup,
-                rc_aug=rc_aug,
-                max_n_frac=max_n_frac,
-                val_windows=val_windows,
-                eval_every=eval_every,
-                save_every=save_every,
-                log_every=log_every,
-                seed=seed,
-                device=device,
-                precision=precision,
-                conv_backend=conv_backend,
-                threads=threads,
-                grad_checkpointing=grad_checkpointing,
-                resume=resume,
-                time_limit=time_limit,
-                stop_at_step=stop_at_step,
-                force=force,
             )
         )
         val = f", validation perplexity {summary.val_ppl:.4f}" if summary.val_ppl is not None else ""
@@ -447,37 +409,12 @@ def score_variants(
     quiet: QuietOpt = False,
 ) -> None:
     """Zero-shot variant effect scores (llr, delta-ll, embedding distance) added to a VCF's INFO column."""
+    options = dict(locals())  # every CLI parameter by name: the Options are built from them
 
     def work():
         from genomelm.commands import score_variants as command
 
-        return command.run(
-            command.ScoreVariantsOptions(
-                input=input_vcf,
-                fasta=fasta,
-                output=output,
-                model=model,
-                methods=method or ["llr"],
-                context=context,
-                stride=stride,
-                window=window,
-                regions=regions,
-                tsv=tsv,
-                index=index,
-                info_prefix=info_prefix,
-                on_ref_mismatch=on_ref_mismatch,
-                strict=strict,
-                max_n_frac=max_n_frac,
-                batch_size=batch_size,
-                device=device,
-                precision=precision,
-                conv_backend=conv_backend,
-                threads=threads,
-                trust_checkpoint=trust_checkpoint,
-                precomputed=precomputed,
-                calibration=calibration,
-            )
-        )
+        return command.run(_options(command.ScoreVariantsOptions, options, input=input_vcf, methods=method or ["llr"]))
 
     _execute(work, quiet)
 
@@ -540,34 +477,13 @@ def score_genome(
     Exit codes: 0 done (or stopped by --time-limit), 1 input error, 2 usage error (e.g. OUTDIR exists),
     130 Ctrl-C, 143 SIGTERM; after 130/143 or a time limit, --resume continues.
     """
+    options = dict(locals())  # every CLI parameter by name: the Options are built from them
     limit = _duration(time_limit)
 
     def work():
         from genomelm.commands import score_genome as command
 
-        return command.run(
-            command.ScoreGenomeOptions(
-                fasta=fasta,
-                output=output,
-                model=model,
-                regions=regions,
-                context=context,
-                stride=stride,
-                max_n_frac=max_n_frac,
-                batch_size=batch_size,
-                device=device,
-                precision=precision,
-                conv_backend=conv_backend,
-                threads=threads,
-                resume=resume,
-                force=force,
-                time_limit=limit,
-                zoom_levels=zoom_levels,
-                writers=writers,
-                trust_checkpoint=trust_checkpoint,
-                gather=gather,
-            )
-        )
+        return command.run(_options(command.ScoreGenomeOptions, options, time_limit=limit))
 
     _execute(work, quiet)
 
@@ -636,45 +552,12 @@ def finetune(
     quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune a sequence classifier on labelled DNA; metrics on stderr and in OUTPUT/metrics.json."""
+    options = dict(locals())  # every CLI parameter by name: the Options are built from them
 
     def work():
         from genomelm.commands import finetune as command
 
-        summary = command.run(
-            command.FinetuneOptions(
-                train=train,
-                val=val,
-                output=output,
-                test=test,
-                model=model,
-                random_init=random_init,
-                fasta=fasta,
-                labels=labels,
-                sequence_column=sequence_column,
-                label_column=label_column,
-                id_column=id_column,
-                input_format=input_format,
-                pooling=pooling,
-                freeze_backbone=freeze_backbone,
-                rc_aug=rc_aug,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                weight_decay=weight_decay,
-                warmup_ratio=warmup_ratio,
-                patience=patience,
-                metric=metric,
-                max_length=max_length,
-                truncate=truncate,
-                seed=seed,
-                device=device,
-                precision=precision,
-                conv_backend=conv_backend,
-                threads=threads,
-                force=force,
-                trust_checkpoint=trust_checkpoint,
-            )
-        )
+        summary = command.run(_options(command.FinetuneOptions, options))
         scores = summary.test or summary.val
         split = "test" if summary.test else "val"
         typer.echo(
@@ -715,31 +598,12 @@ def predict(
     quiet: QuietOpt = False,
 ) -> None:
     """Class probabilities for each sequence from a fine-tuned classifier (TSV: id, predicted, prob_*)."""
+    options = dict(locals())  # every CLI parameter by name: the Options are built from them
 
     def work():
         from genomelm.commands import predict as command
 
-        return command.run(
-            command.PredictOptions(
-                model=model_dir,
-                input=input_path,
-                output=output,
-                fasta=fasta,
-                labels=labels,
-                sequence_column=sequence_column,
-                label_column=label_column,
-                id_column=id_column,
-                input_format=input_format,
-                batch_size=batch_size,
-                truncate=truncate,
-                strict=strict,
-                metrics=metrics,
-                device=device,
-                precision=precision,
-                conv_backend=conv_backend,
-                threads=threads,
-            )
-        )
+        return command.run(_options(command.PredictOptions, options, model=model_dir, input=input_path))
 
     _execute(work, quiet)
 
@@ -776,27 +640,12 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     """Perplexity and bits per base of a model on a genome or regions (A/C/G/T targets; N windows skipped)."""
+    options = dict(locals())  # every CLI parameter by name: the Options are built from them
 
     def work():
         from genomelm.commands import evaluate as command
 
-        return command.run(
-            command.EvaluateOptions(
-                fasta=fasta,
-                model=model,
-                regions=regions,
-                window=window,
-                both_strands=both_strands,
-                max_n_frac=max_n_frac,
-                batch_size=batch_size,
-                device=device,
-                precision=precision,
-                conv_backend=conv_backend,
-                threads=threads,
-                json_output=json_output,
-                trust_checkpoint=trust_checkpoint,
-            )
-        )
+        return command.run(_options(command.EvaluateOptions, options))
 
     _execute(work, quiet)
 
@@ -855,37 +704,12 @@ def in_context(
 ) -> None:
     """Classify sequences by next-token prediction: soft prompting, k-shot or instruction-tuned in-context
     learning (HyenaDNA paper). Metrics on stderr and in OUTPUT/metrics.json; OUTPUT/predictions.tsv."""
+    options = dict(locals())  # every CLI parameter by name: the Options are built from them
 
     def work():
         from genomelm.commands import in_context as command
 
-        summary = command.run(
-            command.InContextOptions(
-                test=test,
-                output=output,
-                method=method,
-                train=train,
-                dev=dev,
-                model=model,
-                prompt=prompt,
-                prompt_tokens=prompt_tokens,
-                shots=shots,
-                tune_samples=tune_samples,
-                label_tokens=label_tokens,
-                epochs=epochs,
-                lr=lr,
-                weight_decay=weight_decay,
-                batch_size=batch_size,
-                eval_batch_size=eval_batch_size,
-                seed=seed,
-                strict=strict,
-                device=device,
-                precision=precision,
-                conv_backend=conv_backend,
-                threads=threads,
-                trust_checkpoint=trust_checkpoint,
-            )
-        )
+        summary = command.run(_options(command.InContextOptions, options))
         if not (quiet or _state["quiet"]):
             typer.echo(summary.table, err=True)
         return summary

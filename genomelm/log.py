@@ -82,9 +82,10 @@ def format_rate(per_second: float, unit: str) -> str:
 
 
 @contextmanager
-def progress(unit: str = "bp") -> Iterator:
-    """A rich progress bar on stderr (rate shown as ``unit``/s), or a silent stand-in."""
-    if not progress_enabled():
+def progress(unit: str = "bp", enabled: bool = True) -> Iterator:
+    """A rich progress bar on stderr (rate shown as ``unit``/s), or a silent stand-in (also when not
+    ``enabled``: e.g. on every rank of a torchrun job but the first)."""
+    if not enabled or not progress_enabled():
         yield _NullProgress()
         return
     from rich.console import Console

@@ -19,6 +19,8 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 PRECISIONS = ("fp32", "bf16")
+# What --precision accepts where the command resolves "auto" (training: bf16 on CUDA, fp32 elsewhere).
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 DEVICES = ("auto", "cpu", "cuda")
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -61,6 +63,20 @@ def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> bf16 on CUDA, fp32 elsewhere (bf16 autocast on CPU is slow and gains nothing here)."""
+    if precision not in PRECISION_CHOICES:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name for reports (metrics.json, model cards); 'cpu' otherwise."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:

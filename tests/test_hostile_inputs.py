@@ -549,10 +549,10 @@ def test_library_warnings_are_one_line(capsys):
 
 
 def test_2_a_soft_prompt_with_non_finite_values_does_not_load(tmp_path):
-    from genomelm.commands import in_context_io
+    from genomelm.formats import soft_prompt
 
     path = tmp_path / "prompt.safetensors"
-    metadata = {"format": in_context_io.PROMPT_FORMAT, "format_version": str(in_context_io.PROMPT_FORMAT_VERSION)}
+    metadata = {"format": soft_prompt.PROMPT_FORMAT, "format_version": str(soft_prompt.PROMPT_FORMAT_VERSION)}
     save_file({"prompt": torch.full((4, 16), float("nan"))}, str(path), metadata=metadata)
     with pytest.raises(FormatError, match="prompt.safetensors: tensor prompt holds non-finite values"):
-        in_context_io.load_prompt(str(path), tiny_model())
+        soft_prompt.load_prompt(str(path), tiny_model())

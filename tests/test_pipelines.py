@@ -26,10 +26,10 @@ from typer.testing import CliRunner
 import genomelm
 from genomelm.cli import app
 from genomelm.commands import embed, score_genome, score_variants
-from genomelm.commands._common import set_threads
 from genomelm.errors import UsageError
 from genomelm.formats import checkpoint
 from genomelm.formats.checkpoint import load_model, save_model
+from genomelm.runtime import set_threads
 from tests.conftest import random_dna, tiny_model, write_fasta
 
 ROOT = Path(__file__).resolve().parent.parent

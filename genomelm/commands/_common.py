@@ -1,5 +1,6 @@
-"""Pieces every command shares: model loading and labels; device, precision, threads and batching
-come from genomelm.runtime (re-exported here for the commands that import them from this module)."""
+"""Pieces the commands share: model loading and labels, and the device choice checked against the conv
+backend. Device, precision, threads, batching and padding live in genomelm.runtime (the one copy);
+set_threads is re-exported here only for score_variants, which imports it from this module."""
 
 from __future__ import annotations
 
@@ -10,13 +11,8 @@ import torch
 from genomelm.formats.checkpoint import load_model
 from genomelm.log import get_logger
 from genomelm.model.lm import HyenaDNA, check_conv_backend
-from genomelm.runtime import (  # noqa: F401  (re-exported)
-    autocast,
-    batched,
-    pad_right,
-    set_threads,
-)
 from genomelm.runtime import select_device as _runtime_device
+from genomelm.runtime import set_threads  # noqa: F401  (re-exported for score_variants)
 
 log = get_logger(__name__)
 

@@ -16,22 +16,14 @@ import numpy as np
 import torch
 
 from genomelm import __version__
-from genomelm.commands._common import (
-    autocast,
-    batched,
-    load_inference_model,
-    model_label,
-    pad_right,
-    select_device,
-    set_threads,
-)
+from genomelm.commands._common import load_inference_model, model_label, select_device
 from genomelm.commands._provenance import command_line, model_line
 from genomelm.errors import InputError, UsageError
 from genomelm.formats.atomic import check_output_file, refuse_overwriting_inputs
 from genomelm.formats.embeddings import EmbeddingWriter
 from genomelm.formats.fasta import FastaSource, Window, parse_regions
 from genomelm.log import get_logger, progress
-from genomelm.runtime import barrier, distributed, rank_device
+from genomelm.runtime import autocast, barrier, batched, distributed, pad_right, rank_device, set_threads
 from genomelm.tokenizer import PAD_ID, CharTokenizer, reverse_complement_ids
 
 log = get_logger(__name__)

@@ -24,19 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genomelm.commands._common import (
-    autocast,
-    batched,
-    load_inference_model,
-    model_label,
-    pad_right,
-    select_device,
-    set_threads,
-)
+from genomelm.commands._common import load_inference_model, model_label, select_device
 from genomelm.errors import InputError, UsageError
 from genomelm.formats.atomic import check_output_file, refuse_overwriting_inputs, write_text
 from genomelm.formats.fasta import FastaSource, Region, Window, parse_regions
 from genomelm.log import get_logger, progress
+from genomelm.runtime import autocast, batched, pad_right, set_threads
 from genomelm.tokenizer import A_ID, N_ID, PAD_ID, T_ID, CharTokenizer, reverse_complement_ids
 
 log = get_logger(__name__)

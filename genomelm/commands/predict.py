@@ -21,19 +21,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genomelm.commands._common import batched, select_device, set_threads
-from genomelm.commands.finetune import (
-    classification_metrics,
-    fit_length,
-    predict_probabilities,
-    report_table,
-    resolve_precision,
-)
+from genomelm.classify.data import fit_length
+from genomelm.classify.engine import predict_probabilities
+from genomelm.classify.metrics import classification_metrics, report_table
+from genomelm.commands._common import select_device
 from genomelm.errors import GenomelmError, InputError, UsageError
 from genomelm.formats.atomic import atomic_file, check_output_file, refuse_overwriting_inputs, same_file, write_text
 from genomelm.formats.checkpoint import TRUNCATIONS, ClassifierMeta, load_classifier
 from genomelm.formats.labels import Columns, LabelledRecord, class_index, iter_records
+from genomelm.formats.predictions import tsv_cell
 from genomelm.log import get_logger, progress
+from genomelm.runtime import batched, resolve_precision, set_threads
 from genomelm.tokenizer import CharTokenizer
 
 log = get_logger(__name__)
@@ -135,16 +133,8 @@ def _records(opts: PredictOptions) -> Iterator[LabelledRecord]:
 
 
 def _header(classes: list[str], has_labels: bool) -> list[str]:
-    names = ["id", "predicted"] + [f"prob_{_clean(c)}" for c in classes]
+    names = ["id", "predicted"] + [f"prob_{tsv_cell(c)}" for c in classes]
     return names + (["label"] if has_labels else []) + ["flag"]
-
-
-def _clean(text: str) -> str:
-    """One TSV cell: tabs and newlines would break the table."""
-    return text.replace("\t", " ").replace("\n", " ").replace("\r", " ")
-
-
-# --------------------------------------------------------------------------- per record
 
 
 def _prepare(record: LabelledRecord, meta: ClassifierMeta, truncate: str, strict: bool) -> _Row:
@@ -164,7 +154,7 @@ def _flag(record: LabelledRecord, exc: GenomelmError) -> str:
     """A short reason for the flag column (the message without the 'file:line: ' prefix)."""
     message = str(exc)
     prefix = f"{record.where}: "
-    return _clean(message[len(prefix) :] if message.startswith(prefix) else message).split(";")[0]
+    return tsv_cell(message[len(prefix) :] if message.startswith(prefix) else message).split(";")[0]
 
 
 def _predict(
@@ -224,13 +214,13 @@ def _write_rows(out, rows: list[_Row], probs: list, has_labels: bool, tally: _Ta
     classes = tally.classes
     for row, p in zip(rows, probs):
         tally.add(row, p)
-        cells = [_clean(row.record.id)]
+        cells = [tsv_cell(row.record.id)]
         if p is None:
             cells += [NA] * (1 + len(classes))
         else:
-            cells += [_clean(classes[int(np.argmax(p))])] + [f"{x:.6g}" for x in p]
+            cells += [tsv_cell(classes[int(np.argmax(p))])] + [f"{x:.6g}" for x in p]
         if has_labels:
-            cells.append(_clean(row.record.label) if row.record.label is not None else NA)
+            cells.append(tsv_cell(row.record.label) if row.record.label is not None else NA)
         cells.append(row.flag)
         out.write("\t".join(cells) + "\n")
 

@@ -25,6 +25,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 
 from genomelm.errors import FormatError, InputError, UsageError
+from genomelm.formats import atomic
 from genomelm.log import get_logger
 
 _log = get_logger(__name__)
@@ -414,15 +415,12 @@ def _faidx_private(path: str, compression: str):
 
 
 def _publish(src: str, dst: str) -> None:
-    """Copy an index file into place atomically; quietly keep it private if that is not allowed."""
-    partial = f"{dst}.{os.getpid()}.partial"
+    """Copy an index file into place atomically (formats.atomic); quietly keep it private if not allowed."""
     try:
-        shutil.copyfile(src, partial)
-        os.replace(partial, dst)
-    except OSError as exc:
-        _log.debug("could not write %s (%s); index kept in memory", dst, exc.strerror)
-        if os.path.exists(partial):
-            os.unlink(partial)
+        with atomic.atomic_path(dst) as partial:
+            shutil.copyfile(src, partial)
+    except (OSError, InputError) as exc:  # InputError: atomic's one-line error for a full disk
+        _log.debug("could not write %s (%s); index kept in memory", dst, getattr(exc, "strerror", None) or exc)
 
 
 def _open_index(path: str, compression: str):

@@ -11,6 +11,9 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from genomelm.classify.data import encode_split, fit_length
+from genomelm.classify.engine import evaluate
+from genomelm.classify.metrics import auroc, classification_metrics
 from genomelm.cli import app
 from genomelm.commands import embed, finetune
 from genomelm.errors import FormatError, InputError, UsageError
@@ -103,8 +106,8 @@ def test_output_is_a_checkpoint_with_metrics(trained, base_dir):
 def test_checkpoint_reloads_with_the_same_test_metrics(trained, motif_data):
     summary, out = trained
     model, meta = load_classifier(out)
-    data = finetune.encode_split("test", _records(motif_data[1]["test"]), meta.classes, meta.max_length, "error", "t")
-    again = finetune.evaluate(model, data, 7, torch.device("cpu"), "fp32")
+    data = encode_split("test", _records(motif_data[1]["test"]), meta.classes, meta.max_length, "error", "t")
+    again = evaluate(model, data, 7, torch.device("cpu"), "fp32")
     assert again["accuracy"] == summary.test["accuracy"]
     assert again["auroc"] == pytest.approx(summary.test["auroc"], abs=1e-6)
 
@@ -156,26 +159,26 @@ def test_random_init_replaces_the_base_weights(motif_data, base_dir, tmp_path):
 def test_metrics_against_hand_computed_values():
     labels = np.array([1, 1, 0, 0, 1])
     probs = np.array([[0.2, 0.8], [0.6, 0.4], [0.7, 0.3], [0.4, 0.6], [0.1, 0.9]])
-    m = finetune.classification_metrics(labels, probs)
+    m = classification_metrics(labels, probs)
     # predictions 1 0 0 1 1: TP 2, FN 1, TN 1, FP 1
     assert m["accuracy"] == pytest.approx(0.6)
     assert m["mcc"] == pytest.approx((2 * 1 - 1 * 1) / np.sqrt(3 * 3 * 2 * 2))
     assert m["f1_macro"] == pytest.approx((2 / 3 + 0.5) / 2)
     assert m["auroc"] == pytest.approx(5 / 6)  # 5 of 6 (pos, neg) pairs ranked right
     assert m["loss"] == pytest.approx(-np.mean(np.log([0.8, 0.4, 0.7, 0.4, 0.9])))
-    assert finetune.auroc(np.array([0.5, 0.5, 0.5]), np.array([True, False, True])) == 0.5  # ties
-    assert finetune.auroc(np.array([0.1, 0.2]), np.array([True, True])) is None
-    three = finetune.classification_metrics(np.array([0, 1, 2, 2]), np.eye(3)[[0, 1, 2, 1]])
+    assert auroc(np.array([0.5, 0.5, 0.5]), np.array([True, False, True])) == 0.5  # ties
+    assert auroc(np.array([0.1, 0.2]), np.array([True, True])) is None
+    three = classification_metrics(np.array([0, 1, 2, 2]), np.eye(3)[[0, 1, 2, 1]])
     # Gorodkin R_K: c=3, s=4, t=(1,1,2), p=(1,2,1) -> (12 - 5) / sqrt((16 - 6)(16 - 6))
     assert three["mcc"] == pytest.approx(0.7)
 
 
 def test_fit_length_truncates_or_refuses():
     ids = np.arange(10)
-    assert finetune.fit_length(ids, 4, "left", "x").tolist() == [6, 7, 8, 9]
-    assert finetune.fit_length(ids, 4, "right", "x").tolist() == [0, 1, 2, 3]
+    assert fit_length(ids, 4, "left", "x").tolist() == [6, 7, 8, 9]
+    assert fit_length(ids, 4, "right", "x").tolist() == [0, 1, 2, 3]
     with pytest.raises(InputError, match="x: sequence of 10 bases is longer than the maximum 4; use --truncate"):
-        finetune.fit_length(ids, 4, "error", "x")
+        fit_length(ids, 4, "error", "x")
 
 
 @pytest.mark.parametrize(

@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from genomelm.classify.metrics import mcc
+from genomelm.classify.readouts import readouts
 from genomelm.cli import app
 from genomelm.commands import in_context
 from genomelm.commands.in_context import InContextOptions, run
-from genomelm.commands.in_context_io import mcc, readouts
 from genomelm.errors import FormatError, InputError, UsageError
 from genomelm.formats.checkpoint import load_model, save_model
 from genomelm.tokenizer import A_ID, C_ID, N_ID, SEP_ID, CharTokenizer

@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 
 from genomelm.cli import app
 from genomelm.commands import pretrain
-from genomelm.commands import pretrain_data as data
 from genomelm.errors import GenomelmError, InputError, UsageError
 from genomelm.formats.checkpoint import load_model
 from genomelm.tokenizer import N_ID, SEP_ID, reverse_complement_ids
-from genomelm.training import load_training_state
+from genomelm.training import load_training_state, pretrainer
+from genomelm.training import windows as data
 from tests.conftest import write_fasta
 
 runner = CliRunner()
@@ -139,7 +139,7 @@ def test_resume_refuses_changed_settings_and_missing_runs(genome, tmp_path):
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(genome, tmp_path, monkeypatch):
-    real = pretrain.forward_loss
+    real = pretrainer.forward_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -147,7 +147,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(genom
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 6 else loss
 
-    monkeypatch.setattr(pretrain, "forward_loss", poisoned)
+    monkeypatch.setattr(pretrainer, "forward_loss", poisoned)
     with pytest.raises(GenomelmError, match=r"diverged at step 6.*last good checkpoint \(step 4\)"):
         pretrain.run(options(genome, tmp_path / "run", steps=10, save_every=4))
     assert load_training_state(tmp_path / "run")["step"] == 4
@@ -156,7 +156,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(genom
 
 
 def test_sigint_saves_a_checkpoint_then_interrupts(genome, tmp_path, monkeypatch):
-    real = pretrain.forward_loss
+    real = pretrainer.forward_loss
     calls = {"n": 0}
 
     def interrupting(*args, **kwargs):
@@ -165,7 +165,7 @@ def test_sigint_saves_a_checkpoint_then_interrupts(genome, tmp_path, monkeypatch
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of step 3
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pretrain, "forward_loss", interrupting)
+    monkeypatch.setattr(pretrainer, "forward_loss", interrupting)
     with pytest.raises(KeyboardInterrupt):
         pretrain.run(options(genome, tmp_path / "run", steps=50, save_every=100))
     assert load_training_state(tmp_path / "run")["step"] == 3  # step 3 finished, then saved

@@ -1,9 +1,5 @@
-"""Training pieces shared by pretrain, finetune and in-context: optimiser groups, schedule, seeding,
-sequence-length warmup, torchrun/DDP helpers, stop signals, atomic checkpoints and metrics.jsonl.
-
-Official recipe (HyenaDNA): AdamW (0.9, 0.999), weight decay on weight matrices only; the implicit filter
-(its MLP, Sin frequencies and the filter's D term), biases, norms and embeddings' positional features get none.
-"""
+"""What a run keeps and restores: seeding and RNG states, divergence checks, stop signals, atomic
+checkpoints (RUN_DIR/checkpoint) and metrics.jsonl."""
 
 from __future__ import annotations
 
@@ -13,7 +9,6 @@ import os
 import random
 import signal
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,44 +16,7 @@ import torch
 from torch import nn
 
 from genomelm.errors import FormatError, GenomelmError, InputError
-
-
-def _no_decay(name: str, param: nn.Parameter) -> bool:
-    """Parameters trained without weight decay: implicit filter, biases, norms (1-D tensors)."""
-    return ".filter_fn." in name or param.ndim < 2 or ".norm" in name or "ln_f" in name
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: decayed weight matrices, and everything the official recipe leaves undecayed."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if _no_decay(name, param) else decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999)) -> torch.optim.AdamW:
-    """AdamW over ``param_groups`` (fused on CUDA when available)."""
-    fused = all(p.is_cuda for p in model.parameters() if p.requires_grad)
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, fused=fused or None)
-
-
-def cosine_lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.1) -> float:
-    """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``total_steps`` (step is 0-based)."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def make_scheduler(optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.1):
-    """LambdaLR applying ``cosine_lr_factor``; step it once per optimiser step."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: cosine_lr_factor(step, warmup_steps, total_steps, min_ratio)
-    )
+from genomelm.formats import atomic
 
 
 def seed_everything(seed: int) -> None:
@@ -82,99 +40,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# --------------------------------------------------------------------------- sequence-length warmup
-
-
-def seqlen_stages(seq_len: int, start: int = 64) -> list[int]:
-    """Warmup lengths below ``seq_len``: start, 2*start, 4*start, ... (empty if seq_len <= start)."""
-    stages = []
-    length = start
-    while length < seq_len:
-        stages.append(length)
-        length *= 2
-    return stages
-
-
-def seqlen_at(step: int, seq_len: int, warmup_steps: int, start: int = 64) -> int:
-    """Training length at 0-based optimiser ``step`` under sequence-length warmup (HyenaDNA paper).
-
-    The first ``warmup_steps`` steps are split evenly over the stages start, 2*start, ... (< seq_len);
-    afterwards, and with warmup_steps 0, every step trains at ``seq_len``.
-    """
-    stages = seqlen_stages(seq_len, start)
-    if warmup_steps <= 0 or step >= warmup_steps or not stages:
-        return seq_len
-    return stages[step * len(stages) // warmup_steps]
-
-
-def sequences_per_batch(batch_size: int, seq_len: int, length: int) -> int:
-    """Sequences of ``length`` holding as many tokens as ``batch_size`` of ``seq_len`` (paper: same tokens/step)."""
-    return max(1, batch_size * seq_len // length)
-
-
-# --------------------------------------------------------------------------- distributed (torchrun)
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process sits in a torchrun job; world_size 1 and enabled False without torchrun."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    enabled: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def launched_by_torchrun() -> bool:
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
-
-
-def init_distributed(use_cuda: bool) -> DistInfo:
-    """Join the torchrun process group (NCCL on GPUs, gloo on CPU); a no-op for a single process."""
-    if not launched_by_torchrun():
-        return DistInfo()
-    import torch.distributed as dist
-
-    info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"]), True)
-    if use_cuda:
-        torch.cuda.set_device(info.local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return info
-
-
-def close_distributed(info: DistInfo) -> None:
-    if info.enabled:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def all_reduce(values: torch.Tensor, info: DistInfo, op: str = "sum") -> torch.Tensor:
-    """Sum (or max) a small tensor over ranks in place; unchanged for a single process."""
-    if info.enabled:
-        import torch.distributed as dist
-
-        dist.all_reduce(values, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-    return values
-
-
-def gather_objects(obj, info: DistInfo) -> list:
-    """Every rank's ``obj`` in rank order (on every rank); [obj] for a single process."""
-    if not info.enabled:
-        return [obj]
-    import torch.distributed as dist
-
-    out = [None] * info.world_size
-    dist.all_gather_object(out, obj)
-    return out
 
 
 # --------------------------------------------------------------------------- divergence
@@ -245,7 +110,6 @@ def save_checkpoint(run_dir: str | os.PathLike, model: nn.Module, state: dict, c
     The new directory is built beside the old one and swapped in only when complete, so an interrupted
     save always leaves the previous checkpoint intact.
     """
-    from genomelm.formats import atomic
     from genomelm.formats.checkpoint import write_native_files
 
     target = Path(run_dir) / CHECKPOINT_DIR
@@ -292,9 +156,7 @@ class MetricsLog:
         if not self.enabled or not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        partial = self.path.with_suffix(".jsonl.partial")
-        partial.write_text("".join(line + "\n" for line in kept))
-        os.replace(partial, self.path)
+        atomic.write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
         if self.enabled:

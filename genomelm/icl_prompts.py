@@ -10,7 +10,7 @@ query. The token format (official ids, tokenizer.VOCAB; no [CLS] or [BOS] anywhe
 
 With k shots there are m = k * C demonstrations (C classes), k of each class, drawn without replacement
 from the demonstration pool and then shuffled, so that their order carries no label information. k = 0
-gives the bare query ``x_q [SEP]``. A soft prompt (genomelm.model.prompt) puts P learned vectors before
+gives the bare query ``x_q [SEP]``. A soft prompt (genomelm.model.soft_prompt) puts P learned vectors before
 the first token; they count towards the model's maximum length.
 
 Length in tokens: sum_i (len(x_i) + 3) + len(x_q) + 1. When that is over budget, k is lowered for all

@@ -1,10 +1,10 @@
-"""Soft prompts (genomelm.model.prompt): placement after the embedding layer, length limit, gradients."""
+"""Soft prompts (genomelm.model.soft_prompt): placement after the embedding layer, length limit, gradients."""
 
 import pytest
 import torch
 
 from genomelm.errors import UsageError
-from genomelm.model.prompt import SoftPrompt, prompted_logits
+from genomelm.model.soft_prompt import SoftPrompt, prompted_logits
 from tests.conftest import tiny_model
 
 

@@ -287,3 +287,16 @@ def validation_windows(arrays: list[np.ndarray], length: int, max_n_frac: float,
         return np.zeros((0, length + 1), dtype=np.uint8)
     windows = np.stack(rows)
     return np.concatenate([windows, np.full((len(rows), 1), SEP_ID, dtype=np.uint8)], axis=1)
+
+
+def check_training_lengths(split: Split, seq_len: int) -> None:
+    """A clear error when no training interval can hold one window (e.g. a genome shorter than seq_len)."""
+    if not split.train:
+        raise InputError("no training sequence left (the validation regions cover all of it)")
+    longest = max(i.length for i in split.train)
+    if longest < seq_len:
+        raise InputError(f"--seq-len {seq_len:,} is longer than every training interval (longest: {longest:,} bp)")
+
+
+def split_record(split: Split) -> dict:
+    return {"train": [str(i) for i in split.train], "val": [str(i) for i in split.val]}

@@ -1,10 +1,10 @@
-"""In-context prompt construction (genomelm.prompts): the documented token format, token for token."""
+"""In-context prompt construction (genomelm.icl_prompts): the documented token format, token for token."""
 
 import numpy as np
 import pytest
 
 from genomelm.errors import UsageError
-from genomelm.prompts import (
+from genomelm.icl_prompts import (
     STREAM_TEST,
     STREAM_TRAIN,
     DemoPool,
