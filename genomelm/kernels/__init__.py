@@ -13,12 +13,23 @@ import warnings
 
 import torch
 
+from genomelm.kernels.fftconv_cpu import hyena_mix_cpu, map_row_blocks
 from genomelm.kernels.fftconv_ref import fft_size, fftconv_ref, hyena_mix_ref
 
 BACKENDS = ("auto", "torch", "cuda")
 ENV_VAR = "GENOMELM_CONV_BACKEND"
 
-__all__ = ["BACKENDS", "fft_size", "fftconv", "hyena_mix", "resolve_backend", "fftconv_ref", "hyena_mix_ref"]
+__all__ = [
+    "BACKENDS",
+    "fft_size",
+    "fftconv",
+    "hyena_mix",
+    "resolve_backend",
+    "fftconv_ref",
+    "hyena_mix_ref",
+    "hyena_mix_cpu",
+    "map_row_blocks",
+]
 
 _warned_fallback = False
 
@@ -73,4 +84,6 @@ def hyena_mix(projected, short_weight, short_bias, k, D, backend: str | None = N
     """Short conv + gates + long conv of the Hyena operator, (B, L, 3C) -> (B, L, C); see hyena_mix_ref."""
     if resolve_backend(backend, projected.device) == "cuda":
         return _cuda_backend()[0].hyena_mix(projected, short_weight, short_bias, k, D)
+    if projected.device.type == "cpu" and not torch.is_grad_enabled():
+        return hyena_mix_cpu(projected, short_weight, short_bias, k, D)  # the reference, bitwise, in less memory
     return hyena_mix_ref(projected, short_weight, short_bias, k, D)
