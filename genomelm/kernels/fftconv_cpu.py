@@ -24,6 +24,7 @@ from genomelm.kernels.fftconv_ref import fftconv_ref, hyena_mix_ref
 
 CHANNEL_GROUP = 16  # channels per slice: (B, 16, 2L) fp32 = 8 MB at B = 2, L = 32k
 ROW_BLOCK = 4096  # rows per slice of a position-wise module: (4096, 1024) fp32 = 16 MB
+MIN_ROWS = 64  # no matrix product over fewer rows than this (see map_row_blocks)
 
 
 def hyena_mix_cpu(
@@ -45,16 +46,21 @@ def hyena_mix_cpu(
         # MKL's batched FFT rounds a row by where it falls in the batch's SIMD blocks: whole groups of 16 channels
         # keep every row where the reference puts it (all HyenaDNA widths are multiples of 16).
         return hyena_mix_ref(projected, short_weight, short_bias, k, D)
-    parts = projected.view(batch, seq_len, 3, channels)  # [x0 | x1 | v] along the last dim
+    parts = projected.reshape(batch, seq_len, 3, channels)  # [x0 | x1 | v] along the last dim
     weight = short_weight.view(3, channels, *short_weight.shape[1:])  # (3, C, 1, K)
     bias = short_bias.view(3, channels)
-    out = torch.empty(batch, channels, seq_len, dtype=projected.dtype, device=projected.device)
+    out = _output_buffer((batch, channels, seq_len), projected)  # (B, C, L)
     for start in range(0, channels, group):
         part = slice(start, min(start + group, channels))
         x0, x1, v = _short_conv(parts[..., part], weight[:, part], bias[:, part]).chunk(3, dim=1)  # (B, G, L)
         y = fftconv_ref(v * x1, k[part], D[part])  # (B, G, L)
         torch.mul(y, x0, out=out[:, part])
     return out.transpose(1, 2)  # (B, L, C)
+
+
+def _output_buffer(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Uninitialised output (every element is written; tests poison it with NaN to check)."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device)
 
 
 def _short_conv(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -70,16 +76,30 @@ def _short_conv(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> to
     return F.conv1d(dense, weight, bias.reshape(-1), padding=taps - 1, groups=3 * width)[..., :seq_len]
 
 
-def map_row_blocks(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rows: int = ROW_BLOCK):
-    """module(x) for a position-wise module (Linear, GELU, ...), ``rows`` rows of x at a time, without autograd.
+def map_row_blocks(
+    module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rows: int | None = None
+) -> torch.Tensor:
+    """module(x) for a position-wise module (Linear, GELU, ...), about ``rows`` (default ROW_BLOCK) rows at a time.
 
-    x: (..., D) contiguous. Returns (..., D_out). Each row's result is the same as with the whole input (a matrix
-    product over contiguous rows is computed row block by row block either way).
+    x: (..., D) contiguous. Returns (..., D_out). Each row's result is the one of the whole input: a matrix
+    product over many contiguous rows takes the same kernel, row block by row block, at any row count. Blocks of
+    fewer than MIN_ROWS rows would not (a few-row product is a matrix-vector kernel with its own rounding), so the
+    last block takes a short remainder and ``rows`` is at least MIN_ROWS.
     """
+    rows = max(rows or ROW_BLOCK, MIN_ROWS)
     flat = x.reshape(-1, x.shape[-1])  # (N, D): a view of the contiguous input
-    first = module(flat[:rows])
-    out = torch.empty(flat.shape[0], first.shape[-1], dtype=first.dtype, device=first.device)
-    out[:rows] = first
-    for start in range(rows, flat.shape[0], rows):
-        out[start : start + rows] = module(flat[start : start + rows])
+    bounds = _block_bounds(flat.shape[0], rows)
+    first = module(flat[: bounds[1]])
+    out = _output_buffer((flat.shape[0], first.shape[-1]), first)  # (N, D_out)
+    out[: bounds[1]] = first
+    for start, end in zip(bounds[1:], bounds[2:]):
+        out[start:end] = module(flat[start:end])
     return out.view(*x.shape[:-1], first.shape[-1])
+
+
+def _block_bounds(n_rows: int, rows: int) -> list[int]:
+    """[0, rows, 2 rows, ..., n_rows], the last block extended rather than shorter than MIN_ROWS."""
+    bounds = list(range(0, n_rows, rows)) + [n_rows]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < MIN_ROWS:
+        del bounds[-2]
+    return bounds
