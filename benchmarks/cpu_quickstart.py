@@ -78,8 +78,10 @@ def _header() -> None:
 
     cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "?")
     print(f"# CPU quick start: genomelm embed {INPUT} (default model, fp32)")
-    print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, {cpu}, "
-          f"{os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(
+        f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, {cpu}, "
+        f"{os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
 
 
 def _cpuinfo() -> list[str]:
@@ -142,8 +144,13 @@ def _profile_tree(tree: Path) -> dict:
 
 def _usage() -> dict[str, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"wall": time.perf_counter(), "user": usage.ru_utime, "sys": usage.ru_stime, "faults": usage.ru_minflt,
-            "rss": usage.ru_maxrss / 1024}
+    return {
+        "wall": time.perf_counter(),
+        "user": usage.ru_utime,
+        "sys": usage.ru_stime,
+        "faults": usage.ru_minflt,
+        "rss": usage.ru_maxrss / 1024,
+    }
 
 
 def _profile_here() -> dict:

@@ -20,7 +20,9 @@ def mix_inputs(batch: int, seq_len: int, channels: int, seed: int = 0):
 @pytest.fixture
 def poisoned_outputs(monkeypatch):
     """Every output buffer starts as NaN: an element the CPU path forgets to write shows up."""
-    monkeypatch.setattr(fftconv_cpu, "_output_buffer", lambda shape, like: torch.full(shape, float("nan"), dtype=like.dtype))
+    monkeypatch.setattr(
+        fftconv_cpu, "_output_buffer", lambda shape, like: torch.full(shape, float("nan"), dtype=like.dtype)
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
