@@ -15,6 +15,7 @@ preallocated outputs).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -50,12 +51,27 @@ def hyena_mix_cpu(
     weight = short_weight.view(3, channels, *short_weight.shape[1:])  # (3, C, 1, K)
     bias = short_bias.view(3, channels)
     out = _output_buffer((batch, channels, seq_len), projected)  # (B, C, L)
-    for start in range(0, channels, group):
-        part = slice(start, min(start + group, channels))
-        x0, x1, v = _short_conv(parts[..., part], weight[:, part], bias[:, part]).chunk(3, dim=1)  # (B, G, L)
-        y = fftconv_ref(v * x1, k[part], D[part])  # (B, G, L)
-        torch.mul(y, x0, out=out[:, part])
+    with _one_thread():
+        for start in range(0, channels, group):
+            part = slice(start, start + group)
+            x0, x1, v = _short_conv(parts[..., part], weight[:, part], bias[:, part]).chunk(3, dim=1)  # (B, G, L)
+            y = fftconv_ref(v * x1, k[part], D[part])  # (B, G, L)
+            torch.mul(y, x0, out=out[:, part])
     return out.transpose(1, 2)  # (B, L, C)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """One intra-op thread for the slices: each op on 8 MB is memory-bound and gains nothing from a second
+    thread, but pays a barrier per op (16 slices x 10 ops x layers), and a long one when another process has
+    the other core (measured, 2 cores: 0.40 s per layer on one thread, 0.4-1.3 s on two). Thread count does
+    not change any value (the reference gives the same bits on 1 and 2 threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _output_buffer(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:

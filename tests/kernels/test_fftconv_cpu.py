@@ -94,3 +94,10 @@ def test_reuse_freed_memory_can_be_turned_off(monkeypatch):
     assert reuse_freed_memory() is False
     monkeypatch.setenv(MALLOC_ENV_VAR, "1")
     assert isinstance(reuse_freed_memory(), bool)  # True on glibc; False where the C library has no mallopt
+
+
+def test_hyena_mix_cpu_restores_the_thread_count():
+    threads = torch.get_num_threads()
+    with torch.no_grad():
+        hyena_mix_cpu(*mix_inputs(1, 40, 32))
+    assert torch.get_num_threads() == threads
