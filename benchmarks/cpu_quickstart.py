@@ -124,8 +124,17 @@ def _side_by_side(trees: dict[str, Path], repeats: int) -> None:
         cells = [_median_range([s[key] for s in samples]) for key in ("wall", "user", "sys", "rss")]
         rate = 48.502 / statistics.median(s["wall"] for s in samples)
         print(f"| {name} | " + " | ".join(cells) + f" | {rate:.1f} |")
-    old, new = (statistics.median(s["wall"] for s in samples) for samples in runs.values())
-    print(f"\nspeed-up (median wall, old / new): {old / new:.2f}x; outputs byte-identical: {same}")
+    old_runs, new_runs = runs.values()
+    old, new = (statistics.median(s["wall"] for s in samples) for samples in (old_runs, new_runs))
+    paired = [o["wall"] / n["wall"] for o, n in zip(old_runs, new_runs)]  # neighbours in time share the noise
+    cpu = [(o["user"] + o["sys"]) / (n["user"] + n["sys"]) for o, n in zip(old_runs, new_runs)]
+    best = min(s["wall"] for s in old_runs) / min(s["wall"] for s in new_runs)
+    print(
+        f"\nspeed-up old / new: median wall {old / new:.2f}x; median of paired runs {statistics.median(paired):.2f}x "
+        f"({min(paired):.2f}-{max(paired):.2f}); fastest run {best:.2f}x; CPU time (user + sys) "
+        f"{statistics.median(cpu):.2f}x"
+    )
+    print(f"outputs byte-identical: {same}")
 
 
 def _median_range(values: list[float]) -> str:
