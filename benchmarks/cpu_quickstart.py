@@ -117,6 +117,7 @@ def _side_by_side(trees: dict[str, Path], repeats: int) -> None:
             for name, tree in trees.items():
                 runs[name].append(_run_command(tree, outputs[name]))
         same = len({path.read_bytes() for path in outputs.values()}) == 1
+        difference = _embedding_difference(*outputs.values())
     print(f"\n## Side by side: {repeats} runs of each, alternating; median (min-max)\n")
     print("| tree | wall s | user s | sys s | peak RSS MB | kbp/s |")
     print("|---|---|---|---|---|---|")
@@ -134,7 +135,23 @@ def _side_by_side(trees: dict[str, Path], repeats: int) -> None:
         f"({min(paired):.2f}-{max(paired):.2f}); fastest run {best:.2f}x; CPU time (user + sys) "
         f"{statistics.median(cpu):.2f}x"
     )
-    print(f"outputs byte-identical: {same}")
+    print(f"outputs byte-identical: {same}; {difference}")
+
+
+def _embedding_difference(old: Path, new: Path) -> str:
+    """How far the new embeddings are from the old ones, row by row."""
+    import numpy as np  # noqa: PLC0415
+    from safetensors.numpy import load_file  # noqa: PLC0415
+
+    a, b = load_file(str(old)), load_file(str(new))
+    same_rows = [bool(np.array_equal(x, y)) for x, y in zip(a["embeddings"], b["embeddings"])]
+    scale = float(np.abs(a["embeddings"]).max())
+    worst = float(np.abs(a["embeddings"].astype(np.float64) - b["embeddings"]).max())
+    coords = all(np.array_equal(a[k], b[k]) for k in ("contig", "start", "end", "strand"))
+    return (
+        f"embedding rows bitwise equal: {same_rows}; max |difference| {worst:.2e} "
+        f"({worst / scale:.1e} of the largest value); coordinates equal: {coords}"
+    )
 
 
 def _median_range(values: list[float]) -> str:
