@@ -16,6 +16,7 @@ preallocated outputs).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
 
 import torch
@@ -26,6 +27,7 @@ from genomelm.kernels.fftconv_ref import fftconv_ref, hyena_mix_ref
 CHANNEL_GROUP = 16  # channels per slice: (B, 16, 2L) fp32 = 8 MB at B = 2, L = 32k
 ROW_BLOCK = 4096  # rows per slice of a position-wise module: (4096, 1024) fp32 = 16 MB
 MIN_ROWS = 64  # no matrix product over fewer rows than this (see map_row_blocks)
+_THREAD_SETTING = threading.Lock()
 
 
 def hyena_mix_cpu(
@@ -66,12 +68,13 @@ def _one_thread():
     thread, but pays a barrier per op (16 slices x 10 ops x layers), and a long one when another process has
     the other core (measured, 2 cores: 0.40 s per layer on one thread, 0.4-1.3 s on two). Thread count does
     not change any value (the reference gives the same bits on 1 and 2 threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    with _THREAD_SETTING:  # the thread count is process-wide: concurrent callers must not restore each other's 1
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _output_buffer(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
