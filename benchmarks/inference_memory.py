@@ -23,8 +23,8 @@ import weakref
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from genomelm.commands._common import autocast
 from genomelm.model import HyenaDNA, preset
+from genomelm.runtime import autocast
 
 
 def parse_config(text: str) -> tuple[str, int, int]:

@@ -35,7 +35,8 @@ import numpy as np
 import pysam
 import torch
 
-from genomelm.commands import score_variants as sv
+from genomelm import variants
+from genomelm.commands import score_variants as command  # the end-to-end timing only: run() and its Options
 from genomelm.formats.checkpoint import save_model
 from genomelm.formats.fasta import FastaSource
 from genomelm.kernels import resolve_backend
@@ -53,17 +54,17 @@ def make_genome(directory: Path, length: int, seed: int) -> tuple[Path, str]:
     return path, seq
 
 
-def make_queries(seq: str, per_kb: float, seed: int) -> list[sv.SnvQuery]:
+def make_queries(seq: str, per_kb: float, seed: int) -> list[variants.SnvQuery]:
     rng = np.random.default_rng(seed + 1)
     positions = np.sort(rng.choice(len(seq), size=int(len(seq) * per_kb / 1000), replace=False))
     queries = []
     for pos in positions.tolist():
         ref = seq[pos]
-        queries.append(sv.SnvQuery("chr1", pos, ref, [rng.choice([b for b in "ACGT" if b != ref])]))
+        queries.append(variants.SnvQuery("chr1", pos, ref, [rng.choice([b for b in "ACGT" if b != ref])]))
     return queries
 
 
-def write_vcf(path: Path, queries: list[sv.SnvQuery], length: int) -> Path:
+def write_vcf(path: Path, queries: list[variants.SnvQuery], length: int) -> Path:
     header = pysam.VariantHeader()
     header.contigs.add("chr1", length=length)
     with pysam.VariantFile(str(path), "w", header=header) as handle:
@@ -87,18 +88,19 @@ def run_paths(model, fasta_path, queries, tiling, device, precision, args):
 
     def shared():
         with FastaSource(fasta_path) as fasta:
-            return sv.score_llr_shared(model, sv.Reference(fasta), queries, tiling, device, precision, args.batch_size)
+            reference = variants.Reference(fasta)
+            return variants.score_llr_shared(model, reference, queries, tiling, device, precision, args.batch_size)
 
     def naive():
         with FastaSource(fasta_path) as fasta:
-            return sv.score_llr_naive(
-                model, sv.Reference(fasta), queries[: args.naive_variants], tiling, device, precision
+            return variants.score_llr_naive(
+                model, variants.Reference(fasta), queries[: args.naive_variants], tiling, device, precision
             )
 
     with FastaSource(fasta_path) as fasta:
-        reference = sv.Reference(fasta)
-        sv.score_llr_shared(model, reference, queries[:20], tiling, device, precision, args.batch_size)
-        sv.score_llr_naive(model, reference, queries[:4], tiling, device, precision)  # warm-up: both paths once
+        reference = variants.Reference(fasta)
+        variants.score_llr_shared(model, reference, queries[:20], tiling, device, precision, args.batch_size)
+        variants.score_llr_naive(model, reference, queries[:4], tiling, device, precision)  # warm-up: both paths once
     shared_runs = [timed(shared, device) for _ in range(args.repeats)]
     shared_seconds = statistics.median(s for s, _ in shared_runs)
     naive_seconds, naive_out = timed(naive, device)
@@ -119,7 +121,7 @@ def max_difference(shared, naive) -> float:
 
 def command_seconds(model_dir, fasta_path, vcf_path, tiling, precision, device, args, out_dir) -> float:
     def once():
-        opts = sv.ScoreVariantsOptions(
+        opts = command.ScoreVariantsOptions(
             str(vcf_path),
             str(fasta_path),
             str(out_dir / "out.vcf.gz"),
@@ -131,7 +133,7 @@ def command_seconds(model_dir, fasta_path, vcf_path, tiling, precision, device, 
             precision=precision,
             conv_backend=args.backend,
         )
-        return sv.run(opts).seconds
+        return command.run(opts).seconds
 
     return statistics.median(once() for _ in range(args.repeats))
 
@@ -154,8 +156,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = HyenaDNA(preset(args.preset)).eval().to(device)
     model.set_conv_backend(args.backend)
-    default = sv.llr_tiling(sv.ScoreVariantsOptions("-", "-"), model.l_max)
-    tilings = [default] + [sv.LlrTiling(*map(int, t.split(":"))) for t in args.tiling or []]
+    default = variants.llr_tiling(None, None, model.l_max)
+    tilings = [default] + [variants.LlrTiling(*map(int, t.split(":"))) for t in args.tiling or []]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         fasta_path, seq = make_genome(tmp, args.genome_bp, args.seed)

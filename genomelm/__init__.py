@@ -4,7 +4,19 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "CharTokenizer", "HyenaConfig", "HyenaDNA", "load_model", "save_model"]
+__all__ = [
+    "__version__",
+    "CharTokenizer",
+    "HyenaConfig",
+    "HyenaDNA",
+    "VariantScore",
+    "embed_sequences",
+    "load_model",
+    "log_likelihood",
+    "save_model",
+    "score_variants",
+]
+_API = ("VariantScore", "embed_sequences", "log_likelihood", "score_variants")
 
 
 def __getattr__(name: str):
@@ -21,4 +33,8 @@ def __getattr__(name: str):
         from genomelm.formats import checkpoint
 
         return getattr(checkpoint, name)
+    if name in _API:
+        from genomelm import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'genomelm' has no attribute {name!r}")

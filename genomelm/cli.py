@@ -74,8 +74,18 @@ def main_options(
     ] = False,
     quiet: QuietOpt = False,
     debug: Annotated[bool, typer.Option("--debug", help="Full tracebacks on errors.")] = False,
+    compile_blocks: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="torch.compile the model's blocks (GPU; the first batch of each shape pays the compilation). "
+            "Same as $GENOMELM_COMPILE=1.",
+        ),
+    ] = False,
 ) -> None:
     _state["debug"] = debug or bool(os.environ.get("GENOMELM_DEBUG"))
+    if compile_blocks:
+        os.environ["GENOMELM_COMPILE"] = "1"  # read where every command sets the model's kernels
     _state["quiet"] = quiet
     _use_genomelm_home()
 
@@ -100,11 +110,14 @@ def _execute(work: Callable[[], object], quiet: bool = False) -> object:
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except _Terminated:
+        _ignore_sigterm()
         _fail("terminated (SIGTERM)", 143)
     except BrokenPipeError:
         _quiet_broken_pipe()
     except MemoryError:
         _fail("out of memory; lower --batch-size or --window", 1)
+    except OSError as exc:
+        _fail_os_error(exc)
     except Exception as exc:  # an unexpected bug: say so in one line, traceback only with --debug
         _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
 
@@ -114,6 +127,15 @@ def _fail(message: str, code: int) -> None:
         traceback.print_exc()
     typer.echo(f"genomelm: error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _fail_os_error(exc: OSError) -> None:
+    """A full disk or a file-size limit hit by a writer that did not name its output: still one line, exit 1."""
+    from genomelm.formats.atomic import NO_ROOM
+
+    if exc.errno in NO_ROOM:
+        _fail(f"cannot write {exc.filename or 'the output'}: {NO_ROOM[exc.errno]}", 1)
+    _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
 
 
 def _quiet_broken_pipe() -> None:
@@ -128,7 +150,16 @@ class _Terminated(BaseException):
 
 
 def _raise_terminated(signum, frame) -> None:
+    _ignore_sigterm()
     raise _Terminated()
+
+
+def _ignore_sigterm() -> None:
+    # Schedulers and `timeout` often signal the process and its group, so a second SIGTERM can follow
+    # at once: ignore it, or it would interrupt the clean-up (checkpoint, temporary files) of the first.
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _flush_stdout_quietly() -> None:
@@ -404,6 +435,14 @@ def score_variants(
     precision: PrecisionOpt = "fp32",
     conv_backend: ConvBackendOpt = None,
     threads: ThreadsOpt = None,
+    precomputed: Annotated[
+        Optional[str],
+        typer.Option(help="llr looked up in a score-genome OUTDIR (no model, CPU) instead of computed."),
+    ] = None,
+    calibration: Annotated[
+        Optional[str],
+        typer.Option(help="Rank llr among all SNVs of the genome (score-genome OUTDIR): adds LLR_PCT, LLR_PHRED."),
+    ] = None,
     trust_checkpoint: TrustOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -435,6 +474,98 @@ def score_variants(
                 conv_backend=conv_backend,
                 threads=threads,
                 trust_checkpoint=trust_checkpoint,
+                precomputed=precomputed,
+                calibration=calibration,
+            )
+        )
+
+    _execute(work, quiet)
+
+
+# ---------------------------------------------------------------- score-genome
+
+
+def _duration(text: Optional[str]) -> Optional[float]:
+    """'90', '90s', '30m', '2h', '1.5h' -> seconds; None stays None."""
+    if text is None:
+        return None
+    scale = {"s": 1, "m": 60, "h": 3600}.get(text.strip()[-1:].lower(), 1)
+    number = text.strip().rstrip("smhSMH")
+    try:
+        return float(number) * scale
+    except ValueError:
+        raise typer.BadParameter(f"expected seconds or a number with s/m/h, got {text!r}") from None
+
+
+@app.command("score-genome")
+def score_genome(
+    fasta: Annotated[str, typer.Argument(help="Genome FASTA, plain or bgzip (indexed on first use).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output directory (bigWig tracks, manifest).")],
+    model: ModelOpt = None,
+    regions: Annotated[
+        Optional[list[str]],
+        typer.Option("--regions", "-r", help="Only these: BED file (0-based) or chr:start-end (1-based); repeatable."),
+    ] = None,
+    context: Annotated[
+        Optional[int], typer.Option(help="llr: least context per strand in bases (as score-variants).")
+    ] = None,
+    stride: Annotated[Optional[int], typer.Option(help="llr: bases scored per pass (as score-variants).")] = None,
+    max_n_frac: Annotated[float, typer.Option(help="No values where the context has a larger fraction of N.")] = 0.05,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Blocks per model call (per strand).")] = 8,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    conv_backend: ConvBackendOpt = None,
+    threads: ThreadsOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run on OUTDIR.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUTDIR (and any unfinished run on it).")] = False,
+    time_limit: Annotated[
+        Optional[str],
+        typer.Option(help="Stop after this long (seconds, or 30m, 2h) at a block boundary; exit 0, --resume later."),
+    ] = None,
+    zoom_levels: Annotated[
+        int, typer.Option(help="bigWig zoom levels for wide browser views (0-10; built when the run ends).")
+    ] = 0,
+    writers: Annotated[
+        Optional[int], typer.Option(help="Track-writer processes (default: up to one per track).")
+    ] = None,
+    gather: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Instead of scoring: gather stores of whole contigs (workflow shards) into OUTDIR."),
+    ] = None,
+    trust_checkpoint: TrustOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score every possible SNV of a genome once (llr, both strands): bigWig tracks + calibration in OUTDIR.
+
+    Exit codes: 0 done (or stopped by --time-limit), 1 input error, 2 usage error (e.g. OUTDIR exists),
+    130 Ctrl-C, 143 SIGTERM; after 130/143 or a time limit, --resume continues.
+    """
+    limit = _duration(time_limit)
+
+    def work():
+        from genomelm.commands import score_genome as command
+
+        return command.run(
+            command.ScoreGenomeOptions(
+                fasta=fasta,
+                output=output,
+                model=model,
+                regions=regions,
+                context=context,
+                stride=stride,
+                max_n_frac=max_n_frac,
+                batch_size=batch_size,
+                device=device,
+                precision=precision,
+                conv_backend=conv_backend,
+                threads=threads,
+                resume=resume,
+                force=force,
+                time_limit=limit,
+                zoom_levels=zoom_levels,
+                writers=writers,
+                trust_checkpoint=trust_checkpoint,
+                gather=gather,
             )
         )
 

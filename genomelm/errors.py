@@ -28,3 +28,11 @@ class FormatError(InputError):
 
 class RefMismatchError(InputError):
     """A variant's REF allele does not match the reference FASTA (exit 1)."""
+
+
+class Interrupted(GenomelmError):
+    """A run stopped by a signal at a safe point, its work so far kept (exit 130 SIGINT, 143 SIGTERM)."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -32,6 +33,13 @@ def setup_logging(quiet: bool = False, debug: bool = False) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
+    if not debug:  # library warnings (torch, pysam, ...) as one 'genomelm: WARNING:' line, not source excerpts
+        warnings.showwarning = _warning_as_one_line
+
+
+def _warning_as_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    text = " ".join(str(message).split())
+    get_logger("warnings").warning("%s", text or category.__name__)
 
 
 def progress_enabled() -> bool:

@@ -11,9 +11,7 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from genomelm.errors import FormatError, GenomelmError, InputError
 
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:
@@ -177,6 +177,24 @@ def gather_objects(obj, info: DistInfo) -> list:
     return out
 
 
+# --------------------------------------------------------------------------- divergence
+
+
+def stop_if_diverged(loss: float, model: nn.Module, where: str, hint: str = "lower --lr") -> None:
+    """GenomelmError (exit 1) when a training step produced a non-finite loss or weights: saving such a
+    model would only hand NaN to every later command. ``where`` says which step ('epoch 2, step 7')."""
+    if not math.isfinite(loss):
+        raise GenomelmError(f"training diverged at {where}: the loss is {loss}; nothing saved; {hint}")
+    trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not trained:
+        return
+    total = torch.stack([p.detach().float().abs().sum() for _, p in trained]).sum()  # one device sync
+    if bool(torch.isfinite(total)):
+        return
+    name = next(n for n, p in trained if not bool(torch.isfinite(p.detach()).all()))
+    raise GenomelmError(f"training diverged at {where}: weight {name} became non-finite; nothing saved; {hint}")
+
+
 # --------------------------------------------------------------------------- signals
 
 
@@ -199,7 +217,10 @@ class StopRequest:
 
     def __exit__(self, *exc_info) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            # After a SIGTERM the process is on its way out (exit 143): a second one (schedulers and `timeout`
+            # signal the process and its group) must not interrupt the rest of the clean-up.
+            terminating = signum == signal.SIGTERM and self.signal_name == "SIGTERM"
+            signal.signal(signum, signal.SIG_IGN if terminating else handler)
 
     def _handle(self, signum: int, frame) -> None:
         if self.signal_name == "SIGINT" and signum == signal.SIGINT:
@@ -224,44 +245,31 @@ def save_checkpoint(run_dir: str | os.PathLike, model: nn.Module, state: dict, c
     The new directory is built beside the old one and swapped in only when complete, so an interrupted
     save always leaves the previous checkpoint intact.
     """
-    from genomelm.formats.checkpoint import save_model
+    from genomelm.formats import atomic
+    from genomelm.formats.checkpoint import write_native_files
 
-    run_dir = Path(run_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=run_dir))
-    try:
-        written = save_model(model, staging / CHECKPOINT_DIR, card=card, **provenance)
-        torch.save(state, written / TRAINING_STATE)
-        _apply_umask(written)
-        _swap_in(written, run_dir / CHECKPOINT_DIR)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return run_dir / CHECKPOINT_DIR
-
-
-def _apply_umask(directory: Path) -> None:
-    """Temporary directories are private (0700): give the finished checkpoint the usual permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(directory, 0o777 & ~umask)
-    for path in directory.iterdir():
-        os.chmod(path, 0o666 & ~umask)
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Replace ``target`` by the complete directory ``new`` (the old one is removed only afterwards)."""
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
+    target = Path(run_dir) / CHECKPOINT_DIR
+    with atomic.atomic_directory(target) as staging:
+        write_native_files(model, staging, card, provenance)
+        torch.save(state, staging / TRAINING_STATE)
+    return target
 
 
 def load_training_state(run_dir: str | os.PathLike) -> dict:
     """training_state.pt of RUN_DIR/checkpoint (tensors, numbers, strings and RNG states only)."""
     path = Path(run_dir) / CHECKPOINT_DIR / TRAINING_STATE
-    # weights_only: the state holds tensors and plain Python values only (see portable_rng_state).
-    return torch.load(path, map_location="cpu", weights_only=True)
+    # weights_only: the state holds tensors and plain Python values only (see portable_rng_state); a file
+    # with anything else was not written by genomelm and is never unpickled.
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing; the run cannot be resumed") from None
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:200]
+        raise FormatError(f"{path}: not a genomelm training state ({type(exc).__name__}: {text})") from None
+    if not isinstance(state, dict):
+        raise FormatError(f"{path}: not a genomelm training state (holds a {type(state).__name__})")
+    return state
 
 
 def portable_rng_state() -> dict:

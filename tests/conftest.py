@@ -44,3 +44,13 @@ def write_fasta(path: Path, records: dict[str, str], line_width: int = 60) -> Pa
             for i in range(0, len(seq), line_width):
                 handle.write(seq[i : i + line_width] + "\n")
     return path
+
+
+@pytest.fixture()
+def one_thread(monkeypatch):
+    """Tiny models run fastest on one thread, and extra threads spin on a loaded CI machine."""
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -61,8 +61,110 @@ def test_commands_never_import_typer_nor_exit(path):
     assert "sys.exit" not in path.read_text()
 
 
+# ----------------------------------------------------------------- import direction (DESIGN.md §3)
+
+# cli -> commands -> {variants, training, classify} -> {formats, runtime, tokenizer, model} -> kernels;
+# errors and log below everything (any module may use them). The package root (lazy public names), its
+# __main__, cli.py and the Python API (api.py) are the top floor.
+FLOORS = [
+    (5, ("genomelm", "genomelm.__main__", "genomelm.cli", "genomelm.api")),
+    (4, ("genomelm.commands",)),
+    (3, ("genomelm.variants", "genomelm.training", "genomelm.classify", "genomelm.prompts")),
+    (2, ("genomelm.formats", "genomelm.runtime", "genomelm.tokenizer", "genomelm.model")),
+    (1, ("genomelm.kernels",)),
+    (0, ("genomelm.errors", "genomelm.log")),
+]
+# Commands importing another command's module (DESIGN.md §2 forbids it): the engines still inside
+# commands/ that the engine-floor issue for training/classification moves down. This list only shrinks.
+KNOWN_COMMAND_TO_COMMAND = {
+    ("genomelm.commands.in_context", "genomelm.commands.in_context_io"),
+    ("genomelm.commands.pretrain", "genomelm.commands.pretrain_data"),
+    ("genomelm.commands.predict", "genomelm.commands.finetune"),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def genomelm_imports(path: Path) -> set[str]:
+    return imports_in(path.read_text(), module_name(path), is_package=path.name == "__init__.py")
+
+
+def imports_in(text: str, module: str, is_package: bool = False) -> set[str]:
+    """Every genomelm module ``text`` (the source of ``module``) imports, at the top or inside functions
+    (lazy imports included); ``from genomelm import x`` names module genomelm.x when there is one, else
+    the package root; relative imports are resolved."""
+    package = module if is_package else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if top(alias.name) == "genomelm")
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            if top(base) == "genomelm":
+                found.update(f"{base}.{a.name}" if is_module(f"{base}.{a.name}") else base for a in node.names)
+    return found
+
+
+def is_module(name: str) -> bool:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def floor(name: str) -> int:
+    for level, prefixes in FLOORS:
+        if any(name == p or (p != "genomelm" and name.startswith(p + ".")) for p in prefixes):
+            return level
+    raise AssertionError(f"{name} has no floor in DESIGN.md §3: place it in FLOORS")
+
+
+ALL_MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", ALL_MODULES, ids=lambda p: module_name(p))
+def test_imports_never_run_up_a_floor(path):
+    source = module_name(path)
+    for target in genomelm_imports(path):
+        if target == "genomelm":  # the package root: only its version, which imports nothing
+            assert "from genomelm import __version__" in path.read_text(), (source, target)
+            continue
+        assert floor(target) <= floor(source), f"{source} (floor {floor(source)}) imports {target} ({floor(target)})"
+
+
+@pytest.mark.parametrize("path", modules_under("commands"), ids=lambda p: p.name)
+def test_commands_import_no_other_command(path):
+    source = module_name(path)
+    for target in genomelm_imports(path):
+        if target.startswith("genomelm.commands.") and not target.rpartition(".")[2].startswith("_"):
+            assert (source, target) in KNOWN_COMMAND_TO_COMMAND, f"{source} imports the command {target}"
+
+
+def test_known_exceptions_still_exist():
+    """Remove an entry of KNOWN_COMMAND_TO_COMMAND once its import is gone."""
+    for source, target in KNOWN_COMMAND_TO_COMMAND:
+        path = PACKAGE.parent.joinpath(*source.split(".")).with_suffix(".py")
+        assert target in genomelm_imports(path), (source, target)
+
+
+def test_the_layer_check_catches_an_upward_import():
+    """An arrow that runs back up is seen, lazy and relative imports included."""
+    text = "def f():\n    from genomelm.commands import score_variants\n    from ..runtime import batched\n"
+    imports = imports_in(text, "genomelm.variants.probe")
+    assert imports == {"genomelm.commands.score_variants", "genomelm.runtime"}
+    assert floor("genomelm.commands.score_variants") > floor("genomelm.variants.probe")
+    assert floor("genomelm.runtime") < floor("genomelm.variants.probe")
+
+
 def test_help_and_version_are_fast_and_do_not_import_torch():
-    code = "import sys, genomelm.cli; assert 'torch' not in sys.modules, 'cli imported torch'"
+    code = (
+        "import sys, genomelm, genomelm.cli; assert 'torch' not in sys.modules, 'cli imported torch'; "
+        "assert callable(genomelm.score_variants) and 'torch' in sys.modules"  # the API loads torch on first use
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "genomelm", "--version"], capture_output=True, text=True, timeout=60)

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 import genomelm
 from genomelm.cli import app
-from genomelm.commands import embed, score_variants
+from genomelm.commands import embed, score_genome, score_variants
 from genomelm.commands._common import set_threads
 from genomelm.errors import UsageError
 from genomelm.formats import checkpoint
@@ -180,6 +180,24 @@ def test_snakemake_scatter_score_gather_equals_one_unsharded_run(data, tmp_path)
         assert "GLM_LLR" in scored.header.info
         assert len(list(scored.fetch("chr1"))) == sum(line.startswith("chr1\t") for line in body(whole))
     _check_snakemake_embeddings(data, tmp_path / "results" / "ref.embeddings.safetensors", tmp_path)
+    _check_snakemake_genome(data, tmp_path / "results" / "ref.scores", tmp_path)
+
+
+def _check_snakemake_genome(data, gathered: Path, tmp_path: Path) -> None:
+    """score-genome one contig per job, gathered: the files of one unsharded run, byte for byte."""
+    whole = tmp_path / "whole-scores"
+    score_genome.run(
+        score_genome.ScoreGenomeOptions(fasta=str(data["fasta"]), output=str(whole), model=str(data["model"]))
+    )
+    names = sorted(p.name for p in whole.iterdir())
+    produced = sorted(p.name for p in gathered.iterdir() if p.name != ".snakemake_timestamp")
+    assert names == produced and "llr_A.bw" in names
+    for name in names:
+        if name != "manifest.json":
+            assert (gathered / name).read_bytes() == (whole / name).read_bytes(), name
+    assert not (tmp_path / "results" / "genome_shards").exists() or not any(
+        (tmp_path / "results" / "genome_shards").iterdir()
+    )
 
 
 def _check_snakemake_embeddings(data, produced: Path, tmp_path: Path) -> None:
@@ -426,8 +444,8 @@ def test_exit_codes_and_stdout_stay_clean(data, tmp_path):
 
 def test_identical_outputs_run_to_run(data, tmp_path):
     outputs = {}
-    for run in (1, 2):
-        emb, vcf = tmp_path / f"e{run}.safetensors", tmp_path / f"v{run}.vcf.gz"
+    for run in (1, 2):  # the same commands (their command lines are part of the outputs' provenance)
+        emb, vcf = tmp_path / "e.safetensors", tmp_path / "v.vcf.gz"
         args = ["--model", str(data["model"]), "--threads", "1"]
         result = runner.invoke(app, ["embed", str(data["fasta"]), "-o", str(emb), "--window", "100", *args])
         assert result.exit_code == 0, result.output

@@ -65,9 +65,17 @@ def test_stop_request_turns_signals_into_a_flag_and_restores_handlers():
     before = signal.getsignal(signal.SIGTERM)
     with StopRequest() as stop:
         assert not stop.requested
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.requested and stop.signal_name == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is before
+    try:
+        with StopRequest() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.requested and stop.signal_name == "SIGTERM"
+            os.kill(os.getpid(), signal.SIGTERM)  # a second one (process and group signalled) changes nothing
+            assert stop.signal_name == "SIGTERM"
+        # on the way out (exit 143): a later SIGTERM must not interrupt the clean-up (issue 13, case 11)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_second_sigint_interrupts_at_once():

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genomelm.errors import UsageError
+from genomelm.formats.atomic import inside, refuse_overwriting_inputs, same_file
 from genomelm.formats.checkpoint import detect_layout, load_checkpoint_dir, save_model
 from genomelm.log import get_logger
 
@@ -35,8 +36,9 @@ def run(opts: ConvertOptions) -> ConvertSummary:
         raise UsageError(f"{source}: not a directory (expected an official or genomelm checkpoint directory)")
     if output.exists() and not opts.force:
         raise UsageError(f"{output} already exists; pass --force to replace it")
-    if output.resolve() == source.resolve():
-        raise UsageError("the output directory must differ from the source")
+    refuse_overwriting_inputs({"--output": output}, [source], directories=["--output"])
+    if same_file(output, source) or inside(output, source):
+        raise UsageError(f"the output directory must be outside the source {source}")
     layout = detect_layout(source)
     model = load_checkpoint_dir(source, opts.trust_checkpoint, opts.filter_shift)
     save_model(model, output, converted_from=str(source), source_layout=layout)

@@ -7,6 +7,7 @@ contig index, 0-based half-open start/end, and strand (1 forward, 0 both strands
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from genomelm import __version__
 from genomelm.commands._common import (
     autocast,
     batched,
@@ -23,10 +25,13 @@ from genomelm.commands._common import (
     select_device,
     set_threads,
 )
-from genomelm.errors import UsageError
+from genomelm.commands._provenance import command_line, model_line
+from genomelm.errors import InputError, UsageError
+from genomelm.formats.atomic import check_output_file, refuse_overwriting_inputs
 from genomelm.formats.embeddings import EmbeddingWriter
 from genomelm.formats.fasta import FastaSource, Window, parse_regions
 from genomelm.log import get_logger, progress
+from genomelm.runtime import barrier, distributed, rank_device
 from genomelm.tokenizer import PAD_ID, CharTokenizer, reverse_complement_ids
 
 log = get_logger(__name__)
@@ -73,7 +78,8 @@ class EmbedSummary:
 def run(opts: EmbedOptions) -> EmbedSummary:
     _check_options(opts)
     set_threads(opts.threads)
-    device = select_device(opts.device)
+    rank, world = distributed()
+    device = select_device(rank_device(opts.device, rank, world))
     regions = _regions(opts.regions)
     started = time.perf_counter()
     # Open the input before loading the model: a missing or malformed FASTA fails fast, with exit code 1.
@@ -83,12 +89,17 @@ def run(opts: EmbedOptions) -> EmbedSummary:
         expected = _expected_bases(fasta, regions, window, stride)
         _check_output_size(opts, expected, model.config.d_model)
         metadata = _metadata(opts, model, window, stride)
-        with EmbeddingWriter(opts.output, metadata) as writer:
-            _declare(writer, opts.pooling, model.config.d_model)
-            rows, windows, bases = _embed_all(
-                opts, model, device, fasta.windows(window, stride, regions), writer, expected
-            )
-            writer.set_metadata("contigs", json.dumps(fasta.contig_names))
+        all_windows = fasta.windows(window, stride, regions)
+        if world > 1:  # torchrun: this rank's batches to a part file, rank 0 interleaves them
+            rows, windows, bases = _embed_rank(opts, model, device, all_windows, metadata, expected, (rank, world))
+            if rank == 0:
+                _merge_parts(opts, metadata, world, json.dumps(fasta.contig_names))
+            barrier(world)
+        else:
+            with EmbeddingWriter(opts.output, metadata) as writer:
+                _declare(writer, opts.pooling, model.config.d_model)
+                rows, windows, bases = _embed_all(opts, model, device, all_windows, writer, expected)
+                writer.set_metadata("contigs", json.dumps(fasta.contig_names))
     seconds = time.perf_counter() - started
     summary = EmbedSummary(opts.output, rows, windows, bases, model.config.d_model, seconds)
     log.info(
@@ -110,15 +121,17 @@ def _check_options(opts: EmbedOptions) -> None:
         raise UsageError("embed writes a binary safetensors file: give -o PATH (not '-')")
     if opts.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {opts.batch_size}")
+    refuse_overwriting_inputs({"--output": opts.output}, [opts.fasta, opts.model, *(opts.regions or [])])
+    check_output_file(opts.output)
 
 
 def _window_and_stride(opts: EmbedOptions, l_max: int) -> tuple[int, int]:
-    window = opts.window or min(l_max, DEFAULT_WINDOW_CAP)
+    window = opts.window if opts.window is not None else min(l_max, DEFAULT_WINDOW_CAP)
     if window < 1:
         raise UsageError(f"--window must be >= 1, got {window}")
     if window > l_max:
         raise UsageError(f"--window {window} is longer than the model's maximum length {l_max}")
-    stride = opts.stride or window
+    stride = opts.stride if opts.stride is not None else window
     if stride < 1:
         raise UsageError(f"--stride must be >= 1, got {stride}")
     return window, stride
@@ -165,9 +178,13 @@ def _check_output_size(opts: EmbedOptions, expected_bases: int | None, dim: int)
 def _metadata(opts: EmbedOptions, model, window: int, stride: int) -> dict[str, str]:
     settings = {k: v for k, v in asdict(opts).items() if k not in ("output", "trust_checkpoint")}
     settings.update(window=window, stride=stride)
+    label = model_label(opts.model, model)
     return {
         "format": "genomelm-embeddings",
-        "model": model_label(opts.model, model),
+        "genomelm_version": __version__,
+        "genomelm_command": command_line("embed", opts, positional=("fasta",)),
+        "genomelm_model": model_line(label, opts.model, model),
+        "model": label,
         "model_config": model.config.to_json(),
         "settings": json.dumps(settings, sort_keys=True),
         "coordinates": "0-based half-open [start, end); strand 1 = forward, 0 = mean of both strands",
@@ -180,20 +197,78 @@ def _declare(writer: EmbeddingWriter, pooling: str, dim: int) -> None:
         writer.declare(name, (), dtype)
 
 
-def _embed_all(opts, model, device, windows: Iterator[Window], writer, expected: int | None):
+def _embed_all(opts, model, device, windows: Iterator[Window], writer, expected: int | None, share=(0, 1)):
+    """Embed every batch of ``windows`` (under torchrun: batch i when i % world == rank, and each row
+    gets its batch index in a 'batch' tensor for the merge)."""
     tokenizer = CharTokenizer()
     rows = n_windows = n_bases = 0
+    rank, world = share
     with progress("bp") as bar:
         task = bar.add_task("embed", total=expected)
-        for batch in batched(windows, opts.batch_size):
+        for index, batch in enumerate(batched(windows, opts.batch_size)):
+            if index % world != rank:
+                continue
             ids = [tokenizer.encode(w.sequence, record=w.contig, offset=w.start) for w in batch]
             vectors = embed_ids(model, ids, device, opts)
-            rows += _write_batch(writer, batch, vectors, opts)
+            _refuse_non_finite(vectors, batch)
+            written = _write_batch(writer, batch, vectors, opts)
+            if world > 1:
+                writer.add("batch", np.full(written, index, dtype=np.int64))
+            rows += written
             n_windows += len(batch)
             batch_bases = sum(len(i) for i in ids)
             n_bases += batch_bases
             bar.advance(task, batch_bases)
     return rows, n_windows, n_bases
+
+
+def _refuse_non_finite(vectors: list[np.ndarray], batch: list[Window]) -> None:
+    """An embedding with NaN or inf is never written (it would poison every downstream distance)."""
+    for vector, window in zip(vectors, batch):
+        if not np.isfinite(vector).all():
+            raise InputError(
+                f"the model produced non-finite embeddings (NaN or inf) for {window.contig}:{window.start + 1}-"
+                f"{window.end}; nothing written (try --precision fp32, or check the model)"
+            )
+
+
+def _part_path(output: str, rank: int) -> str:
+    return f"{output}.rank{rank}.part"
+
+
+def _embed_rank(opts, model, device, windows, metadata: dict, expected, share: tuple[int, int]):
+    """This rank's rows into its part file (rows of its batches, each tagged with the batch index)."""
+    rank, world = share
+    with EmbeddingWriter(_part_path(opts.output, rank), metadata) as writer:
+        _declare(writer, opts.pooling, model.config.d_model)
+        writer.declare("batch", (), np.int64)
+        counts = _embed_all(opts, model, device, windows, writer, expected, share)
+    barrier(world)
+    return counts
+
+
+def _merge_parts(opts, metadata: dict, world: int, contigs: str) -> None:
+    """Rank 0: the parts' rows in batch order (batch i is in part i % world) into the output, a batch
+    at a time (bounded memory), then the parts are removed."""
+    from safetensors import safe_open
+
+    parts = [safe_open(_part_path(opts.output, r), "np") for r in range(world)]
+    names = [k for k in parts[0].keys() if k != "batch"]
+    batches = [p.get_tensor("batch") for p in parts]
+    cursors = [0] * world
+    with EmbeddingWriter(opts.output, metadata) as writer:
+        for name in names:
+            writer.declare(name, tuple(parts[0].get_slice(name).get_shape()[1:]), parts[0].get_slice(name).get_dtype())
+        index = 0
+        while any(cursors[r] < len(batches[r]) for r in range(world)):
+            r = index % world
+            end = int(np.searchsorted(batches[r], index, side="right"))  # each part's batch indices ascend
+            for name in names:
+                writer.add(name, parts[r].get_slice(name)[cursors[r] : end])
+            cursors[r], index = end, index + 1
+        writer.set_metadata("contigs", contigs)
+    for r in range(world):
+        os.unlink(_part_path(opts.output, r))
 
 
 @torch.no_grad()  # not inference_mode: cached filters and spectra need version counters

@@ -15,9 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -36,6 +34,7 @@ from genomelm.commands._common import (
     set_threads,
 )
 from genomelm.errors import InputError, UsageError
+from genomelm.formats.atomic import check_output_file, refuse_overwriting_inputs, write_text
 from genomelm.formats.fasta import FastaSource, Region, Window, parse_regions
 from genomelm.log import get_logger, progress
 from genomelm.tokenizer import A_ID, N_ID, PAD_ID, T_ID, CharTokenizer, reverse_complement_ids
@@ -150,10 +149,13 @@ def _check_options(opts: EvaluateOptions) -> None:
         raise UsageError(f"--batch-size must be >= 1, got {opts.batch_size}")
     if not 0 <= opts.max_n_frac <= 1:
         raise UsageError(f"--max-n-frac must be between 0 and 1, got {opts.max_n_frac}")
+    if opts.json_output is not None:  # checked before the evaluation, not after it
+        refuse_overwriting_inputs({"--json": opts.json_output}, [opts.fasta, opts.model, *(opts.regions or [])])
+        check_output_file(opts.json_output, "--json")
 
 
 def _window(opts: EvaluateOptions, l_max: int) -> int:
-    window = opts.window or min(l_max, DEFAULT_WINDOW_CAP)
+    window = opts.window if opts.window is not None else min(l_max, DEFAULT_WINDOW_CAP)
     if window < 1:
         raise UsageError(f"--window must be >= 1, got {window}")
     if window > l_max:
@@ -269,7 +271,7 @@ def _report(summary: EvaluateSummary, opts: EvaluateOptions) -> None:
         return
     sys.stdout.write(table)
     if opts.json_output:
-        _write_atomically(opts.json_output, json.dumps(summary.to_dict(), indent=2) + "\n")
+        write_text(opts.json_output, json.dumps(summary.to_dict(), indent=2) + "\n")
     total = summary.total
     log.info(
         "perplexity %.4f, %.4f bits/base over %s bases (%s strand) in %.1f s",
@@ -279,16 +281,3 @@ def _report(summary: EvaluateSummary, opts: EvaluateOptions) -> None:
         total.strand,
         summary.seconds,
     )
-
-
-def _write_atomically(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, partial = tempfile.mkstemp(prefix=".evaluate.", dir=directory)
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.replace(partial, path)
-    except BaseException:
-        if os.path.exists(partial):
-            os.unlink(partial)
-        raise

@@ -29,12 +29,13 @@ from torch import nn
 from genomelm import __version__
 from genomelm.commands._common import autocast, model_label, pad_right, select_device, set_threads
 from genomelm.errors import InputError, UsageError
+from genomelm.formats.atomic import refuse_overwriting_inputs
 from genomelm.formats.checkpoint import TRUNCATIONS, ClassifierMeta, load_model, save_classifier
 from genomelm.formats.labels import Columns, LabelledRecord, class_index, class_names, read_records
 from genomelm.log import get_logger, progress
 from genomelm.model.lm import CLASSIFIER_POOLINGS, HyenaDNAClassifier
 from genomelm.tokenizer import PAD_ID, SEP_ID, CharTokenizer, reverse_complement_ids
-from genomelm.training import make_optimizer, make_scheduler, seed_everything
+from genomelm.training import make_optimizer, make_scheduler, seed_everything, stop_if_diverged
 
 log = get_logger(__name__)
 
@@ -112,7 +113,7 @@ def run(opts: FinetuneOptions) -> FinetuneSummary:
     started = time.perf_counter()
     set_threads(opts.threads)
     seed_everything(opts.seed)
-    device = select_device(opts.device)
+    device = select_device(opts.device, opts.conv_backend)
     precision = resolve_precision(opts.precision, device)
     base = load_model(opts.model, trust_checkpoint=opts.trust_checkpoint)
     max_length = _max_length(opts.max_length, base.l_max)
@@ -167,6 +168,8 @@ def _check_options(opts: FinetuneOptions) -> None:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    inputs = [opts.train, opts.val, opts.test, opts.fasta, opts.labels, opts.model]
+    refuse_overwriting_inputs({"--output": opts.output}, inputs, directories=["--output"])
     output = Path(opts.output)
     if output.exists() and not opts.force and (not output.is_dir() or any(output.iterdir())):
         raise UsageError(f"output {opts.output} already exists; pass --force to replace it")
@@ -349,7 +352,7 @@ def _train(model: HyenaDNAClassifier, splits: dict[str, Dataset], opts: Finetune
     rng = np.random.default_rng(opts.seed)
     best, best_score, best_epoch, stale, history = _state(model), -math.inf, 0, 0, []
     for epoch in range(1, opts.epochs + 1):
-        loss = _train_epoch(model, train, optimizer, scheduler, rng, opts)
+        loss = _train_epoch(model, train, optimizer, scheduler, rng, opts, epoch)
         metrics = _evaluate_inputs(model, val, splits["val"].labels, opts.batch_size)
         score = -metrics["loss"] if opts.metric == "loss" else (metrics[opts.metric] or 0.0)
         improved = score > best_score
@@ -365,7 +368,9 @@ def _train(model: HyenaDNAClassifier, splits: dict[str, Dataset], opts: Finetune
     return _Trained(best, best_epoch, history)
 
 
-def _train_epoch(model, inputs, optimizer, scheduler, rng: np.random.Generator, opts: FinetuneOptions) -> float:
+def _train_epoch(
+    model, inputs, optimizer, scheduler, rng: np.random.Generator, opts: FinetuneOptions, epoch=1
+) -> float:
     """One pass over the shuffled training set; returns the mean training loss."""
     model.train()
     if opts.freeze_backbone:
@@ -378,6 +383,7 @@ def _train_epoch(model, inputs, optimizer, scheduler, rng: np.random.Generator, 
             index = order[start : start + opts.batch_size]
             reverse = rng.random(len(index)) < 0.5 if opts.rc_aug else None
             loss = _step(model, inputs, index, reverse, optimizer, scheduler)
+            stop_if_diverged(loss, model, f"epoch {epoch}, step {start // opts.batch_size + 1}")
             total, seen = total + loss * len(index), seen + len(index)
             bar.advance(task, len(index))
     return total / max(seen, 1)

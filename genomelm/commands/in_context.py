@@ -45,6 +45,7 @@ from genomelm.commands._common import (
     set_threads,
 )
 from genomelm.errors import GenomelmError, InputError, UsageError
+from genomelm.formats.atomic import refuse_overwriting_inputs
 from genomelm.formats.checkpoint import save_model
 from genomelm.formats.labels import LabelledRecord, class_index, class_names, read_records
 from genomelm.log import get_logger, progress
@@ -62,7 +63,7 @@ from genomelm.prompts import (
     prompt_length,
 )
 from genomelm.tokenizer import PAD_ID, VOCAB, VOCAB_SIZE, CharTokenizer
-from genomelm.training import make_optimizer, seed_everything
+from genomelm.training import make_optimizer, seed_everything, stop_if_diverged
 
 log = get_logger(__name__)
 
@@ -76,6 +77,8 @@ DEFAULTS = {
     "k-shot": {"shots": 2, "epochs": 0, "lr": 0.0, "batch_size": 1, "prompt_tokens": 0},
     "instruction": {"shots": 2, "epochs": 1, "lr": 1e-4, "batch_size": 2, "prompt_tokens": 0},
 }
+
+OUTPUT_FILES = ("predictions.tsv", "metrics.json", "prompt.safetensors", "model")  # what -o DIR receives
 
 
 @dataclass
@@ -198,6 +201,9 @@ def _check_options(opts: InContextOptions) -> None:
         raise UsageError("--method instruction needs --tune-samples >= 1")
     if opts.output == "-":
         raise UsageError("in-context writes a directory: give -o DIR (not '-')")
+    written = {f"--output ({name})": Path(opts.output) / name for name in OUTPUT_FILES}
+    inputs = [opts.test, opts.train, opts.dev, opts.model]  # a given --prompt is reused, never rewritten
+    refuse_overwriting_inputs(written, inputs, directories=["--output (model)"])
 
 
 # --------------------------------------------------------------------------- preparation
@@ -417,6 +423,7 @@ def _train_epoch(ctx: Context, prompts: list[Prompt], trained: torch.nn.Module, 
             torch.nn.utils.clip_grad_norm_(params, CLIP_NORM)
             optimizer.step()
             losses.append(loss.item())
+            stop_if_diverged(losses[-1], trained, f"epoch {epoch + 1}, batch {len(losses)}")
             bar.advance(task, len(batch))
     ctx.model.eval()
     return float(np.mean(losses)) if losses else math.nan

@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,8 @@ import torch
 
 from genomelm import __version__
 from genomelm.errors import FormatError, InputError, UsageError
+from genomelm.formats import atomic
+from genomelm.formats.checkpoint import check_finite
 from genomelm.log import get_logger
 from genomelm.model.lm import HyenaDNA
 from genomelm.model.prompt import SoftPrompt
@@ -101,14 +102,8 @@ def format_table(report: dict) -> str:
 
 def atomic_write(path: Path, write: Callable) -> None:
     """Write a text file through a temporary file in the same directory, renamed on success."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with open(fd, "w", encoding="utf-8", newline="") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic.atomic_file(path, "w", encoding="utf-8", newline="") as handle:
+        write(handle)
 
 
 def write_predictions(handle, rows: list[dict], classes: list[str], has_labels: bool) -> None:
@@ -159,20 +154,15 @@ def save_prompt(path: Path, prompt: SoftPrompt, model: HyenaDNA, info: dict) -> 
         "model_fingerprint": model_fingerprint(model),
         "genomelm_version": __version__,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic.atomic_path(path) as tmp:
         save_file({"prompt": prompt.weight.detach().float().cpu().contiguous()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_prompt(path: str, model: HyenaDNA) -> tuple[SoftPrompt, dict]:
     """A prompt written by ``save_prompt``, checked against ``model``; returns it (eval mode) and its
     metadata: classes (list), label_tokens (list of names), shots (int)."""
     meta, weight = _read_prompt_file(path)
+    check_finite({"prompt": weight}, path)
     if weight.shape[1] != model.config.d_model:
         raise UsageError(
             f"--prompt {path}: width {weight.shape[1]} does not match the model's d_model {model.config.d_model}"

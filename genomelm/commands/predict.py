@@ -14,7 +14,6 @@ import itertools
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from genomelm.commands.finetune import (
     resolve_precision,
 )
 from genomelm.errors import GenomelmError, InputError, UsageError
+from genomelm.formats.atomic import atomic_file, check_output_file, refuse_overwriting_inputs, same_file, write_text
 from genomelm.formats.checkpoint import TRUNCATIONS, ClassifierMeta, load_classifier
 from genomelm.formats.labels import Columns, LabelledRecord, class_index, iter_records
 from genomelm.log import get_logger, progress
@@ -39,6 +39,7 @@ from genomelm.tokenizer import CharTokenizer
 log = get_logger(__name__)
 
 NA = "NA"
+NON_FINITE = "non_finite"  # flag of a record whose probabilities came out NaN or inf
 _TOKENIZER = CharTokenizer()
 
 
@@ -86,7 +87,7 @@ def run(opts: PredictOptions) -> PredictSummary:
     _check_options(opts)
     started = time.perf_counter()
     set_threads(opts.threads)
-    device = select_device(opts.device)
+    device = select_device(opts.device, opts.conv_backend)
     precision = resolve_precision(opts.precision, device)
     model, meta = load_classifier(opts.model)
     model.set_conv_backend(opts.conv_backend)
@@ -103,7 +104,7 @@ def run(opts: PredictOptions) -> PredictSummary:
             task = bar.add_task("predict", total=None)
             for batch in batched(records, opts.batch_size):
                 rows = [_prepare(r, meta, truncate, opts.strict) for r in batch]
-                _write_rows(out, rows, _predict(model, rows, device, precision, meta), has_labels, tally)
+                _write_rows(out, rows, _predict(model, rows, device, precision, meta, opts.strict), has_labels, tally)
                 bar.advance(task, len(batch))
     summary = PredictSummary(
         opts.output, tally.records, tally.predicted, tally.flagged, tally.metrics(), time.perf_counter() - started
@@ -117,6 +118,13 @@ def _check_options(opts: PredictOptions) -> None:
         raise UsageError(f"--batch-size must be >= 1, got {opts.batch_size}")
     if opts.truncate is not None and opts.truncate not in TRUNCATIONS:
         raise UsageError(f"--truncate must be one of {', '.join(TRUNCATIONS)}, got {opts.truncate!r}")
+    outputs = {"--output": opts.output, "--metrics": opts.metrics}
+    refuse_overwriting_inputs(outputs, [opts.input, opts.fasta, opts.labels, opts.model])
+    if opts.metrics is not None and same_file(opts.metrics, opts.output):
+        raise UsageError("--metrics needs a file path of its own (not the --output)")
+    for option, path in outputs.items():
+        if path is not None:
+            check_output_file(path, option)
 
 
 def _records(opts: PredictOptions) -> Iterator[LabelledRecord]:
@@ -159,15 +167,24 @@ def _flag(record: LabelledRecord, exc: GenomelmError) -> str:
     return _clean(message[len(prefix) :] if message.startswith(prefix) else message).split(";")[0]
 
 
-def _predict(model, rows: list[_Row], device, precision: str, meta: ClassifierMeta) -> list[np.ndarray | None]:
+def _predict(
+    model, rows: list[_Row], device, precision: str, meta: ClassifierMeta, strict: bool = False
+) -> list[np.ndarray | None]:
     """Probabilities (C,) for each unflagged row, None for flagged ones."""
     good = [i for i, row in enumerate(rows) if row.ids is not None]
     probs: list[np.ndarray | None] = [None] * len(rows)
     if good:
         batch = predict_probabilities(model, [rows[i].ids for i in good], device, precision, meta.add_sep)
         for i, p in zip(good, batch):
-            probs[i] = p
+            probs[i] = p if np.isfinite(p).all() else _non_finite(rows[i], strict)
     return probs
+
+
+def _non_finite(row: _Row, strict: bool) -> None:
+    """Probabilities with NaN or inf are never written: the record is flagged (fatal with --strict)."""
+    if strict:
+        raise InputError(f"{row.record.where}: the model produced non-finite probabilities (NaN or inf)")
+    row.flag = NON_FINITE
 
 
 class _Tally:
@@ -228,17 +245,8 @@ def _output(path: str):
         yield sys.stdout
         sys.stdout.flush()
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            yield handle
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    with atomic_file(path, "w", encoding="utf-8") as handle:
+        yield handle
 
 
 def _report(opts: PredictOptions, summary: PredictSummary, meta: ClassifierMeta) -> None:
@@ -249,8 +257,8 @@ def _report(opts: PredictOptions, summary: PredictSummary, meta: ClassifierMeta)
     if summary.metrics is not None:
         report_table({os.path.basename(opts.input): summary.metrics}, meta.classes)
         if opts.metrics:
-            with open(opts.metrics, "w") as handle:
-                json.dump({"input": opts.input, "model": opts.model, "metrics": summary.metrics}, handle, indent=2)
+            record = {"input": opts.input, "model": opts.model, "metrics": summary.metrics}
+            write_text(opts.metrics, json.dumps(record, indent=2))
     elif opts.metrics:
         log.warning("--metrics %s: the input has no labels, no metrics written", opts.metrics)
     log.info("predicted %d record(s) in %.1f s -> %s", summary.predicted, summary.seconds, opts.output)

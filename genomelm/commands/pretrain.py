@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from genomelm import __version__
 from genomelm.commands import pretrain_data as data
 from genomelm.commands._common import autocast, select_device, set_threads
-from genomelm.errors import GenomelmError, InputError, UsageError
+from genomelm.errors import FormatError, GenomelmError, InputError, UsageError
+from genomelm.formats.atomic import refuse_overwriting_inputs, write_text
 from genomelm.formats.checkpoint import load_checkpoint_dir
 from genomelm.formats.fasta import FastaSource
 from genomelm.log import format_rate, get_logger, progress
@@ -152,7 +153,7 @@ def resolve_options(opts: PretrainOptions) -> PretrainOptions:
     record_path = Path(opts.resume) / "run.json"
     if not (Path(opts.resume) / CHECKPOINT_DIR).is_dir() or not record_path.exists():
         raise InputError(f"--resume {opts.resume}: no checkpoint there (expected run.json and {CHECKPOINT_DIR}/)")
-    recorded = PretrainOptions(**json.loads(record_path.read_text())["options"])
+    recorded = _recorded_options(record_path)
     defaults = PretrainOptions()
     changes = {}
     for f in dataclasses.fields(PretrainOptions):
@@ -165,6 +166,17 @@ def resolve_options(opts: PretrainOptions) -> PretrainOptions:
             raise UsageError(f"--resume: {f.name} was {theirs!r} in that run; it cannot change when resuming")
     changes.update(output=opts.resume, resume=opts.resume)
     return dataclasses.replace(recorded, **changes)
+
+
+def _recorded_options(record_path: Path) -> PretrainOptions:
+    """The options a run recorded in its run.json; anything unreadable is a FormatError naming the file."""
+    try:
+        options = json.loads(record_path.read_text()).get("options")
+        return PretrainOptions(**options)
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as exc:
+        raise FormatError(
+            f"{record_path}: no usable 'options' section ({type(exc).__name__}: {exc}); the run cannot be resumed"
+        ) from None
 
 
 def check_options(opts: PretrainOptions, world_size: int = 1) -> None:
@@ -192,8 +204,17 @@ def check_options(opts: PretrainOptions, world_size: int = 1) -> None:
     if opts.lr <= 0 or opts.warmup_steps < 0 or opts.seqlen_warmup < 0 or opts.val_windows < 0:
         raise UsageError("--lr must be > 0; --warmup-steps, --seqlen-warmup and --val-windows must be >= 0")
     accumulation_steps(opts, world_size)
+    _refuse_overwriting_inputs(opts)
     if not opts.resume:
         model_config(opts)  # e.g. --seq-len beyond l_max: say so before reading the genome
+
+
+def _refuse_overwriting_inputs(opts: PretrainOptions) -> None:
+    """The run directory's files (run.json, metrics.jsonl, checkpoint/) must not be an input."""
+    run_dir = Path(opts.output)
+    written = {f"--output ({name})": run_dir / name for name in ("run.json", "metrics.jsonl", CHECKPOINT_DIR)}
+    inputs = [opts.fasta, opts.train_regions, *(opts.val_regions or [])]
+    refuse_overwriting_inputs(written, inputs, directories=[f"--output ({CHECKPOINT_DIR})"])
 
 
 def _positive(**values: int) -> None:
@@ -233,7 +254,7 @@ def run(opts: PretrainOptions) -> PretrainSummary:
     """Pretrain (or resume) a model; returns when done, stopped by a limit or signal (after a checkpoint)."""
     opts = resolve_options(opts)
     set_threads(opts.threads)
-    device = select_device(opts.device)
+    device = select_device(opts.device, opts.conv_backend)
     dist = init_distributed(device.type == "cuda")
     try:
         check_options(opts, dist.world_size)
@@ -258,9 +279,10 @@ class Trainer:
         self.last_lr = self.last_norm = 0.0
         self.saved_step: int | None = None
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=dist.is_main)
-        self._prepare_run_dir()
+        self._check_run_dir()
         seed_everything(opts.seed + dist.rank)
         self.split, self.sampler, self.val = self._load_data()
+        self._record_run()  # after the data: a FASTA that cannot be used leaves no run directory behind
         self.model = self._build_model()
         self.optimizer = make_optimizer(self.model, opts.lr, opts.weight_decay)
         self.ddp = self._wrap(self.model)
@@ -269,19 +291,22 @@ class Trainer:
 
     # -- setup
 
-    def _prepare_run_dir(self) -> None:
-        """A fresh run refuses a RUN_DIR that holds a checkpoint (unless --force); records run.json."""
-        if self.opts.resume:
-            return
-        if (self.run_dir / CHECKPOINT_DIR).exists() and not self.opts.force:
+    def _check_run_dir(self) -> None:
+        """A fresh run refuses a RUN_DIR that holds a checkpoint (unless --force)."""
+        if not self.opts.resume and (self.run_dir / CHECKPOINT_DIR).exists() and not self.opts.force:
             raise UsageError(
                 f"{self.run_dir} already holds a run: continue it with --resume {self.run_dir}, or pass --force"
             )
+
+    def _record_run(self) -> None:
+        """A fresh run records its settings in RUN_DIR/run.json (and starts a new metrics.jsonl)."""
+        if self.opts.resume:
+            return
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
             record = {"options": asdict(self.opts), "genomelm": __version__, "started": _now()}
-            (self.run_dir / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            write_text(self.run_dir / "run.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     def _load_data(self):
         """Split the genome, read the training intervals, pick the validation windows; fail before training."""

@@ -13,16 +13,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from genomelm.errors import FormatError, InputError, UsageError
+from genomelm.formats import atomic
 from genomelm.log import get_logger
-from genomelm.model.config import PRESETS, HyenaConfig, preset
+from genomelm.model.config import PRESETS, HyenaConfig, config_problems, preset
 from genomelm.model.lm import CLASSIFIER_POOLINGS, HyenaDNA, HyenaDNAClassifier
 from genomelm.tokenizer import VOCAB
 
@@ -34,6 +33,7 @@ HEAD_PREFIX = "head."  # its head's tensors in model.safetensors, beside the bac
 NATIVE_VERSION = 1
 LIGHTNING_SHIFT = 0.0  # the official training code's ExponentialModulation default
 HF_SHIFT = 0.05  # the official standalone / Hugging Face port's default
+TRAINED_L_MAX = "trained_l_max"  # config.json extra: the l_max the weights were made with
 PRESET_SEED = 0  # random weights of `--model PRESET` are drawn from this seed (identical outputs run to run)
 
 # Buffers the official code stores but genomelm recomputes from l_max (checked, then dropped, on import).
@@ -56,45 +56,24 @@ class LoadReport:
 
 def save_model(model: HyenaDNA, directory: str | os.PathLike, card: str | None = None, **provenance) -> Path:
     """Write ``model`` as a native checkpoint directory, atomically (temp dir + rename)."""
-    from safetensors.torch import save_model as save_safetensors
-
     target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    _apply_umask(staging, 0o777)  # mkdtemp makes it private (0700); a model directory is meant to be shared
-    try:
-        config = model.config.to_dict()
-        config["extra"] = {**config.get("extra", {}), **provenance}
-        meta = {"format": NATIVE_FORMAT, "format_version": NATIVE_VERSION, "vocab": VOCAB, "model": config}
-        (staging / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        save_safetensors(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
-        (staging / "README.md").write_text(card or default_model_card(model))
-        for path in staging.iterdir():
-            _apply_umask(path, 0o666)
-        _replace_dir(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with atomic.atomic_directory(target) as staging:
+        write_native_files(model, staging, card, provenance)
     return target
 
 
-def _apply_umask(path: Path, mode: int) -> None:
-    """chmod ``path`` to ``mode`` less the process umask, as a plain open()/mkdir() would have."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(mode & ~umask)
+def write_native_files(model: HyenaDNA, staging: Path, card: str | None, provenance: dict) -> None:
+    """config.json, model.safetensors and README.md of ``model`` into the (empty) directory ``staging``."""
+    from safetensors.torch import save_model as save_safetensors
 
-
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Move a finished directory into place; an existing target is replaced only once the new one is whole."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, target)
+    config = model.config.to_dict()
+    config["extra"] = {**config.get("extra", {}), **provenance}
+    # The implicit filters depend on l_max: remember the one the weights were made with (kept across re-saves).
+    config["extra"].setdefault(TRAINED_L_MAX, model.config.l_max)
+    meta = {"format": NATIVE_FORMAT, "format_version": NATIVE_VERSION, "vocab": VOCAB, "model": config}
+    (staging / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    save_safetensors(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
+    (staging / "README.md").write_text(card or default_model_card(model))
 
 
 def default_model_card(model: HyenaDNA) -> str:
@@ -109,16 +88,10 @@ def default_model_card(model: HyenaDNA) -> str:
 
 
 def load_native(directory: Path) -> HyenaDNA:
-    from safetensors.torch import load_model as load_safetensors
-
-    meta = _read_json(directory / "config.json")
-    if meta.get("format_version", 0) > NATIVE_VERSION:
-        raise FormatError(f"{directory}: written by a newer genomelm (format_version {meta['format_version']})")
+    meta = _native_meta(directory)
     model = HyenaDNA(_config_from(meta["model"], directory))
-    try:
-        missing, unexpected = load_safetensors(model, str(directory / "model.safetensors"), strict=False)
-    except Exception as exc:  # safetensors raises RuntimeError/SafetensorError on shape or header problems
-        raise FormatError(f"{directory / 'model.safetensors'}: {_first_line(exc)}") from None
+    _warn_if_l_max_edited(model.config, directory)
+    missing, unexpected = _load_safetensors(model, directory / "model.safetensors")
     if model.config.tie_embeddings:
         missing = [k for k in missing if k != "lm_head.weight"]  # stored once, as the embedding
     if CLASSIFIER_KEY in meta:  # a fine-tuned classifier loads as its backbone LM: its head is not needed
@@ -127,11 +100,69 @@ def load_native(directory: Path) -> HyenaDNA:
     return model.eval()
 
 
+def _warn_if_l_max_edited(config: HyenaConfig, directory: Path) -> None:
+    trained = config.extra.get(TRAINED_L_MAX)
+    if isinstance(trained, int) and trained != config.l_max:
+        log.warning(
+            "%s: l_max %d differs from the %d the weights were trained with: the implicit filters, and so every "
+            "output, change; set it back unless that is intended",
+            directory / "config.json",
+            config.l_max,
+            trained,
+        )
+
+
+def _native_meta(directory: Path) -> dict:
+    """config.json of a native checkpoint, its envelope checked (the ``model`` section by ``_config_from``)."""
+    path = directory / "config.json"
+    meta = _read_json(path)
+    version = meta.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise FormatError(f"{path}: format_version must be an integer, got {json.dumps(version)}")
+    if version > NATIVE_VERSION:
+        raise FormatError(f"{directory}: written by a newer genomelm (format_version {version})")
+    if not isinstance(meta.get("model"), dict):
+        raise FormatError(f"{path}: no 'model' section (an object with the architecture) in a genomelm config")
+    return meta
+
+
 def _config_from(values: dict, where: Path) -> HyenaConfig:
     try:
-        return HyenaConfig.from_dict(values)
+        config = HyenaConfig.from_dict(values)
     except (TypeError, ValueError) as exc:
         raise FormatError(f"{where / 'config.json'}: {exc}") from None
+    return checked_config(config, where / "config.json")
+
+
+def checked_config(config: HyenaConfig, path: Path) -> HyenaConfig:
+    """``config`` if it describes a model genomelm can build, else FormatError naming ``path`` and the field
+    (checked before anything is allocated)."""
+    problems = config_problems(config)
+    if problems:
+        raise FormatError(f"{path}: {'; '.join(problems)}")
+    return config
+
+
+def _load_safetensors(model, path: Path) -> tuple[list[str], list[str]]:
+    """Weights from a safetensors file into ``model`` (missing and unexpected keys returned), checked finite."""
+    from safetensors.torch import load_model as load_safetensors
+
+    try:
+        missing, unexpected = load_safetensors(model, str(path), strict=False)
+    except Exception as exc:  # safetensors raises RuntimeError/SafetensorError on shape or header problems
+        raise FormatError(f"{path}: {_one_line(exc)}") from None
+    check_finite(model.state_dict(), path)
+    return missing, unexpected
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: Path | str) -> None:
+    """FormatError naming ``path`` and the first tensor with NaN or infinite values (a diverged training run)."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise FormatError(
+                f"{path}: tensor {name} holds non-finite values (NaN or inf): the weights are broken "
+                "(a training run that diverged?)"
+            )
 
 
 # --------------------------------------------------------------------------- official imports
@@ -140,6 +171,8 @@ def _config_from(values: dict, where: Path) -> HyenaConfig:
 def lightning_config(raw: dict) -> HyenaConfig:
     """HyenaConfig from an official Lightning config.json (d_model, n_layer, ..., layer{...})."""
     layer = raw.get("layer", {})
+    if not isinstance(layer, dict) or "l_max" not in layer:
+        raise KeyError("layer.l_max")
     return HyenaConfig(
         d_model=raw["d_model"],
         n_layer=raw["n_layer"],
@@ -273,26 +306,46 @@ def _untie_if_head_differs(state: dict, config: HyenaConfig) -> HyenaConfig:
     return config
 
 
+def _imported_config(builder, directory: Path) -> HyenaConfig:
+    """An official config.json through ``builder``; a missing or mistyped field is a FormatError naming it."""
+    path = directory / "config.json"
+    try:
+        config = builder(_read_json(path))
+    except KeyError as exc:
+        raise FormatError(f"{path}: missing field {exc.args[0]}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise FormatError(f"{path}: a field has the wrong type ({exc})") from None
+    return checked_config(config, path)
+
+
 def load_lightning(directory: Path, trust_checkpoint: bool = False) -> tuple[HyenaDNA, LoadReport]:
-    config = lightning_config(_read_json(directory / "config.json"))
+    config = _imported_config(lightning_config, directory)
     checkpoint = _torch_load(directory / "weights.ckpt", trust_checkpoint)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise FormatError(f"{directory / 'weights.ckpt'}: no state_dict inside")
+    check_finite({k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, directory / "weights.ckpt")
     return import_state_dict(state, config, "model.backbone.", "lightning")
 
 
-def load_hf(directory: Path) -> tuple[HyenaDNA, LoadReport]:
+def load_hf(directory: Path, trust_checkpoint: bool = False) -> tuple[HyenaDNA, LoadReport]:
     from safetensors.torch import load_file
 
-    config = hf_config(_read_json(directory / "config.json"))
+    config = _imported_config(hf_config, directory)
     weights = directory / "model.safetensors"
     if weights.exists():
-        state = load_file(str(weights))
+        try:
+            state = load_file(str(weights))
+        except Exception as exc:  # a header or size problem
+            raise FormatError(f"{weights}: {_one_line(exc)}") from None
     elif (directory / "pytorch_model.bin").exists():
-        state = _torch_load(directory / "pytorch_model.bin", trust_checkpoint=False)
+        weights = directory / "pytorch_model.bin"
+        state = _torch_load(weights, trust_checkpoint)
     else:
         raise FormatError(f"{directory}: no model.safetensors (or pytorch_model.bin) beside config.json")
+    if not isinstance(state, dict):
+        raise FormatError(f"{weights}: no state_dict inside")
+    check_finite({k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, weights)
     config = _untie_if_head_differs(state, config)
     return import_state_dict(state, config, "hyena.backbone.", "huggingface")
 
@@ -307,7 +360,7 @@ def _torch_load(path: Path, trust_checkpoint: bool):
                 f"{path}: holds Python objects beyond tensors and refuses to load safely; if you trust its "
                 "source, rerun with --trust-checkpoint (this unpickles the file and can run code from it)"
             ) from None
-        raise FormatError(f"{path}: cannot be read as a PyTorch checkpoint ({_first_line(exc)})") from None
+        raise FormatError(f"{path}: cannot be read as a PyTorch checkpoint ({_one_line(exc)})") from None
 
 
 # --------------------------------------------------------------------------- detection and --model
@@ -323,7 +376,7 @@ def detect_layout(directory: Path) -> str:
         return "native"
     if (directory / "weights.ckpt").exists():
         return "lightning"
-    if config.get("model_type", "").lower() == "hyenadna" or "max_seq_len" in config:
+    if str(config.get("model_type", "")).lower() == "hyenadna" or "max_seq_len" in config:
         return "huggingface"
     raise FormatError(f"{directory}: config.json is neither genomelm, official Lightning nor Hugging Face HyenaDNA")
 
@@ -338,7 +391,7 @@ def load_checkpoint_dir(
         model = load_native(path)
     else:
         loader = load_lightning if layout == "lightning" else load_hf
-        model, report = loader(path, trust_checkpoint) if layout == "lightning" else loader(path)
+        model, report = loader(path, trust_checkpoint)
         log.info("imported %s checkpoint %s: %d tensors mapped", layout, path, report.mapped)
         model.config.extra["source_path"] = str(path)
     if filter_shift is not None:
@@ -385,8 +438,10 @@ def load_model(
         return model
     if path.exists():
         raise UsageError(f"--model {spec}: expected a model directory (config.json + weights), got a file")
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", str(spec)):
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", str(spec)) and not path.parent.is_dir():
         return load_checkpoint_dir(_download_from_hub(str(spec)), trust_checkpoint, filter_shift)
+    if path.parent.is_dir() and str(path.parent) not in ("", "."):  # a mistyped local path, not a Hub id
+        raise UsageError(f"--model {spec}: no such directory ({path.parent} has no '{path.name}')")
     raise UsageError(
         f"--model {spec}: no such directory, model in $GENOMELM_HOME/models, preset ({', '.join(PRESETS)}) "
         "or Hugging Face id (org/name)"
@@ -451,16 +506,23 @@ def _download_from_hub(repo_id: str) -> Path:
             )
         )
     except Exception as exc:  # offline, unknown id, or no permission
-        raise InputError(f"--model {repo_id}: cannot fetch from the Hugging Face Hub ({_first_line(exc)})") from None
+        raise InputError(f"--model {repo_id}: cannot fetch from the Hugging Face Hub ({_one_line(exc)})") from None
 
 
 def _read_json(path: Path) -> dict:
+    """A JSON object from ``path``; anything else (a list, null, a string, bad JSON) is a FormatError."""
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except FileNotFoundError:
         raise FormatError(f"{path}: missing") from None
+    except IsADirectoryError:
+        raise FormatError(f"{path}: is a directory, not a file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FormatError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        kind = "null" if value is None else type(value).__name__
+        raise FormatError(f"{path}: must hold a JSON object, got {kind}")
+    return value
 
 
 def _check_keys(where: Path, missing, unexpected) -> None:
@@ -471,9 +533,10 @@ def _check_keys(where: Path, missing, unexpected) -> None:
         )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _one_line(exc: BaseException) -> str:
+    """The whole message of ``exc`` on one line (torch's shape-mismatch errors list one tensor per line)."""
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    return text or type(exc).__name__
 
 
 # --------------------------------------------------------------------------- fine-tuned classifiers
@@ -536,19 +599,14 @@ def save_classifier(
     writes it (so ``load_model`` still reads it as an LM), ``head.*`` tensors beside it, the ``classifier``
     block in config.json, and ``extra_files`` (name -> text, e.g. metrics.json) in the directory."""
     target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        staging = save_model(model, scratch / "model", card, **provenance)
+    with atomic.atomic_directory(target) as staging:
+        write_native_files(model, staging, card, provenance)
         config_path = staging / "config.json"
         config = json.loads(config_path.read_text())
         config[CLASSIFIER_KEY] = meta.to_dict()
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text)
-        _replace_dir(staging, target)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return target
 
 
@@ -561,13 +619,11 @@ def is_classifier_dir(directory: str | os.PathLike) -> bool:
         meta = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         return False
-    return meta.get("format") == NATIVE_FORMAT and CLASSIFIER_KEY in meta
+    return isinstance(meta, dict) and meta.get("format") == NATIVE_FORMAT and CLASSIFIER_KEY in meta
 
 
 def load_classifier(directory: str | os.PathLike) -> tuple[HyenaDNAClassifier, ClassifierMeta]:
     """A fine-tuned classifier (eval mode) and its ``classifier`` block, from a ``save_classifier`` directory."""
-    from safetensors.torch import load_model as load_safetensors
-
     path = Path(directory)
     if not path.is_dir():
         raise InputError(f"model directory not found: {path}")
@@ -576,15 +632,12 @@ def load_classifier(directory: str | os.PathLike) -> tuple[HyenaDNAClassifier, C
             f"{path}: not a fine-tuned classifier (no '{CLASSIFIER_KEY}' block in a genomelm config.json); "
             "make one with `genomelm finetune`"
         )
-    meta = _read_json(path / "config.json")
-    if meta.get("format_version", 0) > NATIVE_VERSION:
-        raise FormatError(f"{path}: written by a newer genomelm (format_version {meta['format_version']})")
+    meta = _native_meta(path)
+    if not isinstance(meta[CLASSIFIER_KEY], dict):
+        raise FormatError(f"{path / 'config.json'}: the '{CLASSIFIER_KEY}' section must be an object")
     info = ClassifierMeta.from_dict(meta[CLASSIFIER_KEY], path / "config.json")
     model = HyenaDNAClassifier(_config_from(meta["model"], path), len(info.classes), info.pooling)
-    try:
-        missing, unexpected = load_safetensors(model, str(path / "model.safetensors"), strict=False)
-    except Exception as exc:  # shape or header problems
-        raise FormatError(f"{path / 'model.safetensors'}: {_first_line(exc)}") from None
+    missing, unexpected = _load_safetensors(model, path / "model.safetensors")
     if model.config.tie_embeddings:
         missing = [k for k in missing if k != "lm_head.weight"]
     _check_keys(path, missing, unexpected)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import struct
 import tempfile
@@ -24,7 +23,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from genomelm.errors import UsageError
+from genomelm.errors import InputError, UsageError
+from genomelm.formats import atomic
 
 # safetensors dtype code -> numpy storage dtype (little-endian). BF16 has no numpy dtype: its
 # rows are passed as 16-bit integer bit patterns (e.g. torch's tensor.view(torch.int16)).
@@ -120,16 +120,16 @@ class EmbeddingWriter:
 
     def _create_partial(self) -> str:
         """Create the temporary output now, so an unusable output path fails before any work."""
-        directory, base = os.path.split(os.path.abspath(self.path))
-        if os.path.isdir(self.path):
-            raise UsageError(f"output {self.path} is a directory")
-        partial = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.partial")
+        atomic.check_output_file(self.path)
+        partial = atomic.temporary_sibling(self.path, ".partial")
+        # Registered before it exists: a signal right after the creation still finds it to remove.
+        self._temps.append(partial)
         try:
             # os.open with 0o666 lets the umask decide the final permissions (mkstemp would force 0600).
             os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except OSError as exc:
-            raise UsageError(f"cannot write {self.path}: {exc.strerror}") from None
-        self._temps.append(partial)
+            self._temps.remove(partial)
+            raise InputError(f"cannot write {self.path}: {exc.strerror}") from None
         return partial
 
     def set_metadata(self, key: str, value: str) -> None:
@@ -173,7 +173,8 @@ class EmbeddingWriter:
                 f"tensor {name!r} is {spool.code} with rows of shape {spool.trailing}; "
                 f"got {rows.dtype} rows of shape {rows.shape[1:]}"
             )
-        spool.append(rows)
+        with atomic.write_errors(self.path):
+            spool.append(rows)
 
     def close(self) -> int:
         """Write the file (assemble, fsync, atomic rename) and return its size in bytes.
@@ -184,8 +185,9 @@ class EmbeddingWriter:
             return self._bytes
         self._check_open()
         try:
-            size = self._assemble()
-            os.replace(self._partial, self.path)
+            with atomic.write_errors(self.path):
+                size = self._assemble()
+            atomic.publish(self._partial, self.path)
         except BaseException:
             self.abort()
             raise

@@ -274,7 +274,7 @@ def _check_tiling(window: int, stride: int) -> None:
 # --------------------------------------------------------------------------- opening and checks
 
 
-def _sniff_compression(path: str) -> str:
+def sniff_compression(path: str) -> str:
     """'plain', 'gzip' or 'bgzf', from the magic bytes (not the file name)."""
     with open(path, "rb") as handle:
         head = handle.read(18)
@@ -296,7 +296,7 @@ def _open_binary(path: str, compression: str) -> io.BufferedIOBase:
 def _open_text(path: str, what: str = "FASTA") -> io.TextIOWrapper:
     """Text handle on a plain or gzip file; universal newlines strip '\\r'. Missing -> InputError."""
     _check_readable(path, what)
-    compression = "plain" if _sniff_compression(path) == "plain" else "gzip"
+    compression = "plain" if sniff_compression(path) == "plain" else "gzip"
     return io.TextIOWrapper(_open_binary(path, compression), encoding="utf-8", newline=None)
 
 
@@ -343,6 +343,11 @@ def _check_head(path: str, head: bytes) -> None:
         raise FormatError(f"{path}: binary data (NUL bytes), not a FASTA text file")
     if not text.lstrip().startswith(">"):
         raise FormatError(f"{path}: not FASTA: the first line is not a '>' header")
+    if re.search("\r(?!\n)", text.rstrip("\r")):
+        # The index (faidx) would read the whole file as one header line: contigs would vanish silently.
+        raise FormatError(
+            f"{path}: old Mac line endings (CR only); convert them first, e.g. `tr '\\r' '\\n' < in.fa > out.fa`"
+        )
 
 
 # --------------------------------------------------------------------------- indexing (pyfaidx)
@@ -431,6 +436,8 @@ def _open_index(path: str, compression: str):
                 return _faidx(path, path + ".fai", path + ".gzi")
             except OSError:
                 pass  # e.g. pyfaidx decided to rebuild and the directory is read-only
+            except FormatError as exc:  # a malformed .fai/.gzi: rebuilt, never trusted
+                _log.warning("%s.fai cannot be used (%s); indexing the FASTA privately instead", path, exc)
         return _faidx_private(path, compression)
     except (_NotIndexable, OSError) as exc:
         _log.info("%s cannot be indexed (%s): reading it sequentially", path, exc)
@@ -530,7 +537,7 @@ class FastaSource:
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)
         _check_readable(self.path, "FASTA")
-        self._compression = _sniff_compression(self.path)
+        self._compression = sniff_compression(self.path)
         _check_head(self.path, _read_head(self.path, self._compression))
         self._faidx = _open_index(self.path, self._compression)
         self.indexed = self._faidx is not None

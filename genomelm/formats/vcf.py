@@ -6,17 +6,22 @@ Coordinates: a pysam record's ``start`` is 0-based (``pos`` is the 1-based VCF P
 Records are passed through untouched apart from the INFO keys a command sets (DESIGN.md §7):
 text output (.vcf, .vcf.gz, '-') is each record as htslib formats it, so nothing is re-ordered or
 dropped. htslib re-renders numbers it parsed (a float kept as float32 is printed with 6
-significant digits), exactly as bcftools does. BCF output goes through htslib's BCF writer,
-which adds INFO/END to records with symbolic alleles; END is declared in the header for that.
+significant digits), exactly as bcftools does. BCF output is that same text converted by htslib's
+VCF parser and BCF writer (`bcftools view -Ob`), so it carries the same records and values (INFO/END
+as written, never recomputed). Its header is written after the records, so it declares the contigs and
+keys htslib added for records that use them undeclared (and INFO/END, which BCF stores typed).
+Bytes that are not UTF-8 pass through unchanged.
 
 No torch here (layer rule): this module only reads and writes variant files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
-import secrets
+import resource
 import shutil
 import sys
 import tempfile
@@ -26,10 +31,12 @@ from typing import TextIO
 
 import pysam
 import pysam.bcftools  # the bundled bcftools: the one way pysam builds a BCF index
+import pysam.libcutils
 import pysam.utils
 
 from genomelm.errors import FormatError, InputError, UsageError
-from genomelm.formats.fasta import Region, resolve_contig
+from genomelm.formats import atomic
+from genomelm.formats.fasta import Region, resolve_contig, sniff_compression
 from genomelm.log import get_logger
 
 _log = get_logger(__name__)
@@ -37,6 +44,7 @@ _log = get_logger(__name__)
 INFO_ID_RE = re.compile(r"^[A-Za-z_][0-9A-Za-z_.]*$")  # VCF 4.3 §1.6.1 (INFO keys)
 _INFO_TYPES = ("Integer", "Float", "Flag", "Character", "String")
 _BASES = frozenset("ACGT")
+_BGZF_BLOCK = 1 << 16  # bytes htslib writes at once (one BGZF block)
 _TEXT_FLUSH = 4096  # records per write() call in text output
 _END_LINE = '##INFO=<ID=END,Number=1,Type=Integer,Description="End position of the variant (1-based, inclusive)">'
 
@@ -168,7 +176,11 @@ class VariantReader:
     def __init__(self, path: str):
         self.path = path
         self._spool: str | None = None
+        self._fd: int | None = None  # a plain-gzip file read as a stream
         self._verbosity = pysam.set_verbosity(0)  # our messages replace htslib's stderr lines
+        # Bytes that are not UTF-8 (Latin-1 in an INFO value or a sample name) come through as surrogates
+        # and are written back as the same bytes: records pass through byte for byte.
+        self._decoding = pysam.libcutils.set_encoding_error_handler("surrogateescape")
         try:
             self._file = pysam.VariantFile(self._source(path), "r")
         except (OSError, ValueError) as exc:
@@ -181,7 +193,7 @@ class VariantReader:
         """The path htslib should open: '-' reads the real stdin; a stdin without a file
         descriptor (an embedding program, a test runner) is copied to a temporary file first."""
         if path != "-":
-            return path
+            return self._stream_if_plain_gzip(path)
         try:
             sys.stdin.fileno()
             return "-"
@@ -190,6 +202,19 @@ class VariantReader:
             with os.fdopen(fd, "wb") as handle:
                 shutil.copyfileobj(getattr(sys.stdin, "buffer", sys.stdin), handle)
             return self._spool
+
+    def _stream_if_plain_gzip(self, path: str) -> str | int:
+        """A plain-gzip file (what `gzip calls.vcf` makes) cannot be opened by name (htslib wants to seek in
+        it): it is read through a file descriptor, as a stream, like stdin."""
+        if not is_plain_gzip(path):
+            return path
+        self._fd = os.open(path, os.O_RDONLY)
+        return self._fd
+
+    @property
+    def streamed(self) -> bool:
+        """True when the input can only be read from start to end (stdin, plain gzip): no region access."""
+        return self.path == "-" or self._fd is not None
 
     # -- header
 
@@ -246,6 +271,11 @@ class VariantReader:
     def _require_index(self) -> None:
         if self.path == "-":
             raise UsageError("--regions needs an indexed file, not stdin")
+        if self._fd is not None:
+            raise UsageError(
+                f"--regions needs random access, and {self.path} is compressed with plain gzip: recompress it "
+                "with `bgzip` and index it with `tabix -p vcf` (or use a BCF with `bcftools index`)"
+            )
         if self._file.index is None:
             raise UsageError(
                 f"--regions needs an index for {self.path} (.tbi or .csi): "
@@ -269,15 +299,28 @@ class VariantReader:
         if getattr(self, "_file", None) is not None:
             self._file.close()
             self._file = None
+        if self._fd is not None:
+            with contextlib.suppress(OSError):  # pysam may have closed it with the file
+                os.close(self._fd)
+            self._fd = None
         if self._spool is not None and os.path.exists(self._spool):
             os.unlink(self._spool)
         pysam.set_verbosity(self._verbosity)
+        pysam.libcutils.set_encoding_error_handler(self._decoding)
 
     def __enter__(self) -> VariantReader:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def is_plain_gzip(path: str) -> bool:
+    """True for a gzip file that is not BGZF (a file that cannot be read is left to htslib to report)."""
+    try:
+        return sniff_compression(path) == "gzip"
+    except (OSError, FormatError):
+        return False
 
 
 def merge_regions(regions: list[Region], contig_order: list[str]) -> list[Region]:
@@ -321,30 +364,13 @@ def output_format(path: str) -> str:
 def _temporary_path(path: str, suffix: str | None = None) -> str:
     """A hidden sibling of ``path`` ending in ``suffix`` (default: the variant file suffix of
     ``path``, since htslib and tabix look at it)."""
-    directory, name = os.path.split(os.path.abspath(path))
     if suffix is None:
-        suffix = next(s for s in (".vcf.gz", ".vcf.bgz", ".vcf", ".bcf") if name.lower().endswith(s))
-    return os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}")
+        suffix = next(s for s in (".vcf.gz", ".vcf.bgz", ".vcf", ".bcf") if path.lower().endswith(s))
+    return atomic.temporary_sibling(path, suffix)
 
 
-def check_writable(path: str, what: str = "output") -> None:
-    """InputError unless a file can be created in ``path``'s directory (checked before any work)."""
-    if path == "-":
-        return
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    if not os.path.isdir(directory):
-        raise InputError(f"{what} directory does not exist: {directory}")
-    if os.path.isdir(path):
-        raise InputError(f"{what} path is a directory: {path}")
-    probe = None
-    try:
-        fd, probe = tempfile.mkstemp(dir=directory, prefix=".genomelm-probe-")
-        os.close(fd)
-    except OSError as exc:
-        raise InputError(f"cannot write the {what} in {directory} ({exc.strerror})") from None
-    finally:
-        if probe is not None:
-            os.unlink(probe)
+# Checked before any work: the one rule every command applies to a file output (formats.atomic).
+check_writable = atomic.check_output_file
 
 
 class VariantWriter:
@@ -365,46 +391,40 @@ class VariantWriter:
         self._max_pos = 0
         self._tmp = None if path == "-" else _temporary_path(path)
         self._index_tmp: str | None = None
+        # BCF and bgzip: the records are first written as VCF text, then converted in one C call: BCF by
+        # htslib's own VCF -> BCF path (bcftools view; pysam's record writer re-derives INFO/END and drops or
+        # adds it), bgzip by tabix_compress (one clean error on a full disk, where a failing BGZFile cannot
+        # even be closed).
+        self._staged = _temporary_path(path, ".vcf") if self.format != "vcf" else None
         self._closed = False
-        self._open(stdout)
+        try:
+            with atomic.write_errors(path):
+                self._open(stdout)
+        except BaseException:  # e.g. a header htslib cannot write: no temporary file left behind
+            self.abort()
+            raise
 
     def _open(self, stdout: TextIO | None) -> None:
         header = self._reader.header
-        if self.format == "bcf":
-            header = header.copy()
-            if "END" not in header.info:  # htslib's BCF writer adds END to symbolic-allele records
-                header.add_line(_END_LINE)
-            self._shape = _header_shape(self._reader.header)
-            self._bcf = pysam.VariantFile(self._tmp, "wb", header=header)
-            return
         if self.path == "-":
             self._text = stdout or sys.stdout
-        elif self.format == "vcf.gz":
-            self._text = pysam.BGZFile(self._tmp, "wb")
         else:
-            self._text = open(self._tmp, "w", encoding="utf-8")
-        self._emit(str(header))
+            self._text = open(self._staged or self._tmp, "w", encoding="utf-8", errors="surrogateescape")
+        if self.format != "bcf":
+            self._emit(str(header))
+            return
+        # BCF: the header is written last (see _convert), once htslib has added the lines for keys and
+        # contigs the records use without declaring them; BCF stores END typed, so it is declared now.
+        if "END" not in header.info:
+            header.add_line(_END_LINE)
 
     def write(self, record: pysam.VariantRecord) -> None:
         """Append one record (already annotated)."""
         self._max_pos = max(self._max_pos, record.pos)
-        if self.format == "bcf":
-            self._check_bcf_header(record)
-            self._bcf.write(record)
-            return
-        self._pending.append(str(record))
-        if len(self._pending) >= _TEXT_FLUSH:
-            self._flush()
-
-    def _check_bcf_header(self, record: pysam.VariantRecord) -> None:
-        # htslib adds header lines on the fly for contigs/INFO/FORMAT keys a VCF uses without
-        # declaring them; a BCF written with the original header would then be corrupt.
-        if _header_shape(self._reader.header) != self._shape:
-            raise FormatError(
-                f"{self._reader.path}: record {record.chrom}:{record.pos} uses a contig, INFO, FORMAT or FILTER "
-                "key the header does not declare; BCF output needs a complete header: write .vcf/.vcf.gz "
-                "or fix the header (e.g. bcftools reheader --fai REF.fa.fai)"
-            )
+        with atomic.write_errors(self.path):
+            self._pending.append(str(record))
+            if len(self._pending) >= _TEXT_FLUSH:
+                self._flush()
 
     def _flush(self) -> None:
         if self._pending:
@@ -412,15 +432,17 @@ class VariantWriter:
             self._pending = []
 
     def _emit(self, text: str) -> None:
-        if self.format == "vcf.gz":
-            self._text.write(text.encode("utf-8"))
-        else:
+        try:
             self._text.write(text)
+        except UnicodeEncodeError:  # bytes that are not UTF-8, passed through: stdout takes them as bytes
+            self._text.flush()
+            self._text.buffer.write(text.encode("utf-8", "surrogateescape"))
 
     def commit(self) -> None:
         """Finish the file, build its index if asked, and move both into place (on failure: nothing)."""
         try:
-            self._close_handle()
+            with atomic.write_errors(self.path):
+                self._close_handle()
             if self._tmp is not None:
                 self._publish()
         except BaseException:
@@ -428,12 +450,14 @@ class VariantWriter:
             raise
 
     def _publish(self) -> None:
+        if self._staged is not None:
+            self._convert()
         if self.index:
             self._build_index()
-        os.replace(self._tmp, self.path)
+        atomic.publish(self._tmp, self.path)
         self._tmp = None
         if self._index_tmp is not None:
-            os.replace(self._index_tmp, self.path + self._index_tmp[self._index_tmp.rfind(".") :])
+            atomic.publish(self._index_tmp, self.path + self._index_tmp[self._index_tmp.rfind(".") :])
             self._index_tmp = None
         self._drop_stale_index()
 
@@ -441,14 +465,54 @@ class VariantWriter:
         if self._closed:
             return
         self._closed = True
-        if self.format == "bcf":
-            self._bcf.close()
-            return
         self._flush()
         if self.path == "-":
             self._text.flush()
         else:
             self._text.close()
+
+    def _convert(self) -> None:
+        """The finished VCF text -> bgzip (tabix_compress) or BCF (htslib's VCF parser and BCF writer, what
+        `bcftools view -Ob` does: every record and value as in .vcf output, INFO/END untouched; a record
+        BCF cannot encode -> FormatError)."""
+        try:
+            with atomic.write_errors(self.path):
+                if self.format == "vcf.gz":
+                    pysam.tabix_compress(self._staged, self._tmp, force=True)
+                else:
+                    self._prepend_header()
+                    pysam.bcftools.view("--no-version", "-O", "b", "-o", self._tmp, self._staged, catch_stdout=False)
+        except pysam.utils.SamtoolsError as exc:
+            if self._room_ran_out():
+                raise atomic.no_room(self.path, OSError(errno.ENOSPC, "")) from None
+            detail = " ".join(str(exc).split())
+            raise FormatError(
+                f"cannot write {self.path}: htslib cannot encode these records as BCF ({detail}); "
+                "write .vcf or .vcf.gz instead"
+            ) from None
+        finally:
+            atomic.discard(self._staged)
+            self._staged = None
+
+    def _prepend_header(self) -> None:
+        """The staged BCF records behind the header as it is now: complete, with the lines htslib added for
+        contigs and keys used without a declaration (as bcftools would need them)."""
+        body, self._staged = self._staged, _temporary_path(self.path, ".vcf")
+        try:
+            with open(self._staged, "wb") as out, open(body, "rb") as records:
+                out.write(str(self._reader.header).encode("utf-8", "surrogateescape"))
+                shutil.copyfileobj(records, out, 1 << 20)
+        finally:
+            atomic.discard(body)
+
+    def _room_ran_out(self) -> bool:
+        """Whether a failed conversion most likely hit a full disk or the file-size limit (htslib's own
+        message only says it could not write)."""
+        size = os.path.getsize(self._tmp) if self._tmp and os.path.exists(self._tmp) else 0
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        disk = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        near_limit = limit != resource.RLIM_INFINITY and size + _BGZF_BLOCK >= limit
+        return near_limit or disk.f_bavail * disk.f_frsize < _BGZF_BLOCK
 
     def _build_index(self) -> None:
         csi = self.format == "bcf" or self._max_pos >= 1 << 29  # TBI cannot address beyond 2^29
@@ -459,9 +523,10 @@ class VariantWriter:
             else:
                 pysam.tabix_index(self._tmp, preset="vcf", force=True, csi=csi, index=self._index_tmp)
         except (OSError, pysam.utils.SamtoolsError) as exc:
+            detail = " ".join(str(exc).split()).replace(self._tmp, self.path)  # never show the hidden temp name
             raise FormatError(
                 f"cannot index {self.path}: records must be sorted by contig and position "
-                f"(sort with `bcftools sort`, or drop --index) ({str(exc).strip()})"
+                f"(sort with `bcftools sort`, or drop --index) ({detail})"
             ) from None
 
     def _drop_stale_index(self) -> None:
@@ -479,10 +544,8 @@ class VariantWriter:
             self._close_handle()
         except Exception:  # already failing: the original error matters, not this one
             pass
-        for path in (self._tmp, self._index_tmp):
-            if path is not None and os.path.exists(path):
-                os.unlink(path)
-        self._tmp = self._index_tmp = None
+        atomic.discard(self._tmp, self._index_tmp, self._staged)
+        self._tmp = self._index_tmp = self._staged = None
 
     def __enter__(self) -> VariantWriter:
         return self
@@ -494,19 +557,19 @@ class VariantWriter:
             self.abort()
 
 
-def _header_shape(header: pysam.VariantHeader) -> tuple[int, int, int, int]:
-    """How many contigs, INFO, FORMAT and FILTER keys the header declares (grows when htslib adds some)."""
-    return len(header.contigs), len(header.info), len(header.formats), len(header.filters)
-
-
-def set_info(record: pysam.VariantRecord, values: dict[str, object], clear: Iterable[str] = ()) -> None:
-    """Set INFO keys on ``record`` (None values are left out); keys in ``clear`` are removed first."""
-    for key in clear:
-        if key in record.info:
-            del record.info[key]
+def set_info(
+    record: pysam.VariantRecord, values: dict[str, object], clear: Iterable[str] = (), prefix: str | None = None
+) -> int:
+    """Set INFO keys on ``record`` (None values are left out). Keys in ``clear``, and every key starting
+    with ``prefix`` (declared in the header or not: values from an earlier run or another tool must not
+    survive beside the new ones), are removed first. Returns how many old values were removed."""
+    stale = [key for key in record.info if key in clear or (prefix and key.startswith(prefix))]
+    for key in stale:
+        del record.info[key]
     for key, value in values.items():
         if value is not None:
             record.info[key] = value
+    return len(stale)
 
 
 # --------------------------------------------------------------------------- flat table
@@ -514,27 +577,37 @@ def set_info(record: pysam.VariantRecord, values: dict[str, object], clear: Iter
 
 class TsvWriter:
     """A tab-separated table, one row per ALT allele, written to a temporary file renamed on
-    ``commit()``. Missing values are written as 'NA'."""
+    ``commit()``. Missing values are written as 'NA'; ``comment`` (a line starting with '#', e.g.
+    provenance) goes before the column names."""
 
-    def __init__(self, path: str, columns: list[str]):
+    def __init__(self, path: str, columns: list[str], comment: str | None = None):
         if path == "-":
             raise UsageError("--tsv needs a file path (stdout carries the VCF)")
         self.path = path
         self._tmp = _temporary_path(path, suffix="")
-        self._handle = open(self._tmp, "w", encoding="utf-8")
-        self._handle.write("\t".join(columns) + "\n")
+        self._handle = open(self._tmp, "w", encoding="utf-8", errors="surrogateescape")
+        if comment is not None:
+            with atomic.write_errors(self.path):
+                self._handle.write(comment + "\n")
+        self.row(columns)
 
     def row(self, values: list[object]) -> None:
-        self._handle.write("\t".join(_cell(v) for v in values) + "\n")
+        with atomic.write_errors(self.path):
+            self._handle.write("\t".join(_cell(v) for v in values) + "\n")
 
     def commit(self) -> None:
-        self._handle.close()
-        os.replace(self._tmp, self.path)
+        try:
+            with atomic.write_errors(self.path):
+                self._handle.close()
+            atomic.publish(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
-        self._handle.close()
-        if os.path.exists(self._tmp):
-            os.unlink(self._tmp)
+        with contextlib.suppress(OSError):
+            self._handle.close()
+        atomic.discard(self._tmp)
 
     def __enter__(self) -> TsvWriter:
         return self

@@ -26,7 +26,6 @@ Importing this module needs triton; without it an ImportError is raised and the 
 
 from __future__ import annotations
 
-import os
 import weakref
 
 import torch
@@ -37,47 +36,24 @@ try:
 except Exception as exc:  # a broken triton install must also mean "backend unavailable", not a crash
     raise ImportError(f"triton is not usable: {exc}") from exc
 
-from genomelm.kernels import fftconv_monarch
+# The mode choice (auto/precise/fast, GENOMELM_CONV_MODE) lives in the dispatcher; re-exported for this module's
+# callers.
+from genomelm.kernels import (
+    FAST_AUTO_MAX_LEN,
+    FAST_AUTO_MIN_LEN,
+    MODE_ENV_VAR,
+    MODES,
+    conv_mode,
+    fftconv_monarch,
+    needs_grad,
+    use_fast_mode,
+)
 from genomelm.kernels.fftconv_ref import fft_size, fftconv_ref, hyena_mix_ref
 
-__all__ = ["MODES", "MODE_ENV_VAR", "fftconv", "hyena_mix", "use_fast_mode"]
-
-MODES = ("auto", "precise", "fast")
-MODE_ENV_VAR = "GENOMELM_CONV_MODE"
-# auto picks fast mode for bf16/fp16 inference from FAST_AUTO_MIN_LEN to FAST_AUTO_MAX_LEN tokens, where the fast
-# Hyena operator beat precise mode on an H200 (1.0-1.9x, benchmarks/fftconv_bench.py) and end-to-end bf16
-# embedding gained 19-37%. Shorter inputs were not reliably faster: the filter spectrum in fast mode's order costs
-# more to compute, and the benchmark recomputes it on every call. At 1M tokens the two modes are about equal.
-# Training stays precise: fast mode's backward is precise mode's, which recomputes the forward with cuFFT, so a
-# fast forward only adds work.
-FAST_AUTO_MIN_LEN = 16384
-FAST_AUTO_MAX_LEN = 262144
-
-
-def conv_mode() -> str:
-    """The mode named by GENOMELM_CONV_MODE: auto (default), precise or fast."""
-    name = os.environ.get(MODE_ENV_VAR, "auto").strip().lower() or "auto"
-    if name not in MODES:
-        raise ValueError(f"{MODE_ENV_VAR}={name!r} is not one of {', '.join(MODES)}")
-    return name
-
-
-def use_fast_mode(dtype: torch.dtype, seq_len: int, needs_grad: bool = False) -> bool:
-    """Fast (bf16 Monarch) or precise (fp32 cuFFT) for activations of ``dtype`` and length ``seq_len``.
-
-    auto: fast for bf16/fp16 activations (--precision bf16) of FAST_AUTO_MIN_LEN to FAST_AUTO_MAX_LEN tokens when no
-    gradient is needed, precise otherwise; GENOMELM_CONV_MODE=precise|fast forces one mode for every call.
-    """
-    mode = conv_mode()
-    if mode != "auto":
-        return mode == "fast"
-    low_precision = dtype in (torch.bfloat16, torch.float16)
-    return low_precision and FAST_AUTO_MIN_LEN <= seq_len <= FAST_AUTO_MAX_LEN and not needs_grad
-
-
-def _needs_grad(*tensors: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
+__all__ = [
+    "FAST_AUTO_MAX_LEN", "FAST_AUTO_MIN_LEN", "MODES", "MODE_ENV_VAR", "conv_mode", "fftconv", "hyena_mix",
+    "use_fast_mode",
+]  # fmt: skip
 
 # Tile sizes. (L, C) tiles of the channel-last (B, L, 3C) layout: C is the contiguous axis of the reads,
 # L the contiguous axis of the (B, C, n) FFT buffers; Triton converts the tile layout between the two in shared
@@ -396,11 +372,13 @@ def _spectrum(x_pad: torch.Tensor) -> torch.Tensor:
 
 
 def _filter_spectrum(k: torch.Tensor, n: int) -> torch.Tensor:
-    """(C, L) filter -> (C, n/2+1) complex64; computed once per call and shared by the whole batch.
+    """(C, L) filter -> (C, n/2+1) complex64 scaled by 1/n; computed once per call, shared by the whole batch.
 
-    Padded by our kernel rather than by rfft(k, n=n), which casts and pads in separate passes.
+    The inverse FFT's 1/n is folded in here, on C*(n/2+1) numbers, so ``_inverse`` needs no scaling pass over the
+    B*C*n outputs (torch.fft.irfft's default norm runs one more elementwise kernel). Padded by our kernel rather
+    than by rfft(k, n=n), which casts and pads in separate passes.
     """
-    return _spectrum(_pad_rows(k.unsqueeze(0), n))[0]
+    return torch.fft.rfft(_pad_rows(k.unsqueeze(0), n)[0], norm="forward")
 
 
 # Filter-spectrum cache (inference): HyenaFilter.filter returns the same k tensor while the weights are unchanged and
@@ -456,8 +434,8 @@ def _uses_spectrum_cache(k: torch.Tensor) -> bool:
 
 
 def _inverse(spec: torch.Tensor, n: int) -> torch.Tensor:
-    """(..., n/2+1) -> (..., n) fp32; with rfft's default norm this is the exact inverse (1/n applied here)."""
-    return torch.fft.irfft(spec, n=n)
+    """(..., n/2+1) -> (..., n) fp32, unscaled: exact for spectra that carry the filter spectrum's 1/n."""
+    return torch.fft.irfft(spec, n=n, norm="forward")
 
 
 def _filter_grad(g_spec: torch.Tensor, u_spec: torch.Tensor, n: int, k_len: int) -> torch.Tensor:
@@ -468,7 +446,7 @@ def _filter_grad(g_spec: torch.Tensor, u_spec: torch.Tensor, n: int, k_len: int)
     cross = g_spec[0] * u_spec[0].conj()  # (C, n/2+1)
     for b in range(1, g_spec.shape[0]):
         cross += g_spec[b] * u_spec[b].conj()
-    return _inverse(cross, n)[:, :k_len]
+    return torch.fft.irfft(cross, n=n)[:, :k_len]  # no filter spectrum in cross: the 1/n applied here
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -500,66 +478,119 @@ def _monarch_spectrum(k: torch.Tensor, seq_len: int) -> torch.Tensor:
     return fftconv_monarch.filter_spectrum(k, fftconv_monarch.plan(seq_len))
 
 
-class _HyenaMix(torch.autograd.Function):
-    """hyena_mix_ref's function with fused kernels; saves only the inputs and the filter spectrum.
+def _mix_forward(projected, short_weight, short_bias, k, D, cache_spectrum: bool, fast: bool):
+    """hyena_mix's forward pass: (out (B, L, C), the precise filter spectrum (C, n/2+1) or None in fast mode).
 
     Fast mode (``fast``): the long convolution runs as a Monarch FFT on tensor cores (fftconv_monarch) between the
     same fused pre and post kernels, with u and y as bf16 (B, C, L); the backward pass is precise mode's.
     """
+    seq_len = projected.shape[1]
+    n = fft_size(seq_len)
+    weight = short_weight.reshape(short_weight.shape[0], -1).contiguous()  # (3C, K)
+    bias = short_bias.contiguous()
+    spectrum = _spectrum_getter(cache_spectrum)
+    if fast:
+        plan = fftconv_monarch.plan(seq_len)
+        u = _mix_pre(projected, weight, bias, seq_len, torch.bfloat16)  # (B, C, L)
+        y = fftconv_monarch.monarch_conv(u, spectrum(k, seq_len, _monarch_spectrum), plan, None, torch.bfloat16)
+        del u
+        k_f = None  # the backward pass computes the precise spectrum from k, only if one runs
+    else:
+        k_f = spectrum(k, n)  # (C, n/2+1), read only
+        y = _long_conv(_mix_pre(projected, weight, bias, n), k_f, n)  # (B, C, n)
+    return _mix_post(projected, weight, bias, y, D.contiguous()), k_f  # (B, L, C)
 
-    @staticmethod
-    def forward(ctx, projected, short_weight, short_bias, k, D, cache_spectrum, fast):
-        seq_len = projected.shape[1]
-        n = fft_size(seq_len)
-        weight = short_weight.reshape(short_weight.shape[0], -1).contiguous()  # (3C, K)
-        bias = short_bias.contiguous()
-        D_c = D.contiguous()
-        spectrum = _spectrum_getter(cache_spectrum)
-        if fast:
-            plan = fftconv_monarch.plan(seq_len)
-            u = _mix_pre(projected, weight, bias, seq_len, torch.bfloat16)  # (B, C, L)
-            y = fftconv_monarch.monarch_conv(u, spectrum(k, seq_len, _monarch_spectrum), plan, None, torch.bfloat16)
-            del u
-            k_saved = k  # precise spectrum for the backward pass, computed only if one runs
-        else:
-            k_saved = spectrum(k, n)  # (C, n/2+1), read only
-            y = _long_conv(_mix_pre(projected, weight, bias, n), k_saved, n)  # (B, C, n)
-        out = _mix_post(projected, weight, bias, y, D_c)  # (B, L, C)
-        ctx.save_for_backward(projected, weight, bias, k_saved, D_c)
-        ctx.shapes = (tuple(short_weight.shape), k.shape[-1], short_weight.dtype, short_bias.dtype, k.dtype)
-        ctx.fast = fast
-        return out
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        projected, weight, bias, k_f, D = ctx.saved_tensors
-        w_shape, k_len, w_dtype, b_dtype, k_dtype = ctx.shapes
-        batch, seq_len, width = projected.shape
-        n = fft_size(seq_len)
-        if ctx.fast:
-            k_f = _filter_spectrum(k_f, n)  # k was saved in its place
-        u_spec = _spectrum(_mix_pre(projected, weight, bias, n))  # recomputed, not saved: (B, C, n/2+1)
-        y = _inverse(u_spec * k_f, n)  # (B, C, n)
-        gx = _empty((batch, seq_len, width), torch.float32, projected.device)  # grads of the short-conv outputs
-        gz = _mix_bwd_gate(projected, weight, bias, y, D, grad_out, gx)  # (B, C, n); fills gx[..., :C]
-        del y
-        g_spec = _spectrum(gz)  # (B, C, n/2+1)
-        grad_k = _filter_grad(g_spec, u_spec, n, k_len).to(k_dtype) if ctx.needs_input_grad[3] else None
-        del u_spec
-        gu = _inverse(g_spec.mul_(k_f.conj()), n)  # correlation of gz with k: (B, C, n)
-        del g_spec
-        grad_d = _mix_bwd_u(projected, weight, bias, gu, gz, D, gx)  # fills gx[..., C:]
-        del gu, gz
-        grad_p, grad_w, grad_b = _short_conv_bwd(gx, projected, weight)
-        return (
-            grad_p,
-            grad_w.reshape(w_shape).to(w_dtype),
-            grad_b.to(b_dtype) if ctx.needs_input_grad[2] else None,
-            grad_k,
-            grad_d.to(D.dtype),
-            None,
-            None,
-        )
+def _mix_backward(grad_out, projected, short_weight, short_bias, k_f, D, k_len: int, need_k: bool):
+    """hyena_mix's backward pass from its inputs and the precise filter spectrum k_f (C, n/2+1): fp32 gradients
+    (projected's in its dtype) of (projected, weight (3C, K), bias (3C,), k (C, k_len) or None, D (C,)).
+    Recomputes u and y: nothing of size B*C*L is kept between forward and backward."""
+    batch, seq_len, width = projected.shape
+    n = fft_size(seq_len)
+    weight = short_weight.reshape(short_weight.shape[0], -1).contiguous()  # (3C, K)
+    bias, D = short_bias.contiguous(), D.contiguous()
+    u_spec = _spectrum(_mix_pre(projected, weight, bias, n))  # (B, C, n/2+1)
+    y = _inverse(u_spec * k_f, n)  # (B, C, n)
+    gx = _empty((batch, seq_len, width), torch.float32, projected.device)  # grads of the short-conv outputs
+    gz = _mix_bwd_gate(projected, weight, bias, y, D, grad_out, gx)  # (B, C, n); fills gx[..., :C]
+    del y
+    g_spec = _spectrum(gz)  # (B, C, n/2+1)
+    grad_k = _filter_grad(g_spec, u_spec, n, k_len) if need_k else None
+    del u_spec
+    gu = _inverse(g_spec.mul_(k_f.conj()), n)  # correlation of gz with k: (B, C, n)
+    del g_spec
+    grad_d = _mix_bwd_u(projected, weight, bias, gu, gz, D, gx)  # fills gx[..., C:]
+    del gu, gz
+    grad_p, grad_w, grad_b = _short_conv_bwd(gx, projected, weight)
+    return grad_p, grad_w, grad_b, grad_k, grad_d
+
+
+# The Triton convolution as torch custom ops (what torch.compile sees: opaque, with fake implementations, so a
+# Block traces without a graph break). The forward op also returns what its backward needs beyond the inputs: the
+# precise filter spectrum as a real (C, n/2+1, 2) view when a backward will run in precise mode, else an empty
+# tensor (fast mode's backward recomputes it from k; inference needs none).
+
+
+@torch.library.custom_op("genomelm::hyena_mix", mutates_args=())
+def _mix_op(
+    projected: torch.Tensor, short_weight: torch.Tensor, short_bias: torch.Tensor, k: torch.Tensor,
+    D: torch.Tensor, cache_spectrum: bool, fast: bool, save_spectrum: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    out, k_f = _mix_forward(projected, short_weight, short_bias, k, D, cache_spectrum, fast)
+    if save_spectrum and k_f is not None:
+        return out, torch.view_as_real(k_f)
+    return out, projected.new_empty((0,), dtype=torch.float32)
+
+
+@_mix_op.register_fake
+def _(projected, short_weight, short_bias, k, D, cache_spectrum, fast, save_spectrum):
+    batch, seq_len, width = projected.shape
+    saved = (k.shape[0], fft_size(seq_len) // 2 + 1, 2) if save_spectrum and not fast else (0,)
+    return projected.new_empty((batch, seq_len, width // 3)), projected.new_empty(saved, dtype=torch.float32)
+
+
+@torch.library.custom_op("genomelm::hyena_mix_backward", mutates_args=())
+def _mix_bwd_op(
+    grad_out: torch.Tensor, projected: torch.Tensor, short_weight: torch.Tensor, short_bias: torch.Tensor,
+    k: torch.Tensor, k_f: torch.Tensor, D: torch.Tensor, need_k: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Gradients of (projected, short_weight, short_bias, k (empty unless need_k), D) in their dtypes; k_f is
+    the forward's saved spectrum, or empty (then it is computed from k)."""
+    n = fft_size(projected.shape[1])
+    spectrum = torch.view_as_complex(k_f) if k_f.numel() else _filter_spectrum(k, n)
+    grads = _mix_backward(grad_out, projected, short_weight, short_bias, spectrum, D, k.shape[-1], need_k)
+    grad_p, grad_w, grad_b, grad_k, grad_d = grads
+    grad_k = grad_k.to(k.dtype).contiguous() if need_k else k.new_empty((0,))
+    grad_w = grad_w.reshape(short_weight.shape).to(short_weight.dtype)
+    return grad_p, grad_w, grad_b.to(short_bias.dtype), grad_k, grad_d.to(D.dtype)
+
+
+@_mix_bwd_op.register_fake
+def _(grad_out, projected, short_weight, short_bias, k, k_f, D, need_k):
+    # Contiguous, whatever the inputs' strides (k is a transposed view in the model): as the real outputs.
+    return (
+        projected.new_empty(projected.shape),
+        short_weight.new_empty(short_weight.shape),
+        short_bias.new_empty(short_bias.shape),
+        k.new_empty(k.shape if need_k else (0,)),
+        D.new_empty(D.shape),
+    )
+
+
+def _mix_setup_context(ctx, inputs, output) -> None:
+    projected, short_weight, short_bias, k, D, _cache, _fast, _save = inputs
+    ctx.save_for_backward(projected, short_weight, short_bias, k, D, output[1])
+
+
+def _mix_autograd_backward(ctx, grad_out, _grad_spectrum):
+    projected, short_weight, short_bias, k, D, k_f = ctx.saved_tensors
+    need_k = ctx.needs_input_grad[3]
+    grads = _mix_bwd_op(grad_out, projected, short_weight, short_bias, k, k_f, D, need_k)
+    grad_p, grad_w, grad_b, grad_k, grad_d = grads
+    return grad_p, grad_w, grad_b, grad_k if need_k else None, grad_d, None, None, None
+
+
+_mix_op.register_autograd(_mix_autograd_backward, setup_context=_mix_setup_context)
 
 
 def _long_conv(u_pad: torch.Tensor, k_f: torch.Tensor, n: int) -> torch.Tensor:
@@ -612,11 +643,12 @@ class _FFTConv(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def fftconv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+def fftconv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor, *, fast: bool | None = None) -> torch.Tensor:
     """Causal long convolution plus skip term, fused; see ``fftconv_ref`` for the definition.
 
     u: (B, C, L) activations (any float dtype, any strides); k: (C, L) filter; D: (C,) skip weights.
-    Returns (B, C, L) contiguous in u's dtype; differentiable in u, k and D.
+    Returns (B, C, L) contiguous in u's dtype; differentiable in u, k and D. ``fast``: the dispatcher's mode
+    choice; None asks it (``use_fast_mode``).
     """
     if u.dim() != 3 or k.dim() != 2 or k.shape[0] != u.shape[1] or k.shape[1] > u.shape[2]:
         raise ValueError(f"expected u (B, C, L), k (C, <=L); got {tuple(u.shape)} and {tuple(k.shape)}")
@@ -624,7 +656,8 @@ def fftconv(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"D must be (C,) = ({u.shape[1]},), got {tuple(D.shape)}")
     if u.numel() == 0:
         return fftconv_ref(u, k, D)
-    fast = use_fast_mode(u.dtype, u.shape[-1], _needs_grad(u, k, D))
+    if fast is None:
+        fast = use_fast_mode(u.dtype, u.shape[-1], needs_grad(u, k, D))
     return _FFTConv.apply(u, k, D, _uses_spectrum_cache(k), fast)
 
 
@@ -634,17 +667,23 @@ def hyena_mix(
     short_bias: torch.Tensor | None,
     k: torch.Tensor,
     D: torch.Tensor,
+    *,
+    fast: bool | None = None,
 ) -> torch.Tensor:
     """The Hyena (order 2) mixing between in_proj and out_proj, fused; see ``hyena_mix_ref``.
 
     projected: (B, L, 3C) = in_proj(x), any float dtype and strides (read in place, never transposed);
     short_weight: (3C, 1, K) causal depthwise conv; short_bias: (3C,) or None; k: (C, L) long filter;
     D: (C,) skip weights. Returns (B, L, C) contiguous in projected's dtype; differentiable in every tensor.
+    ``fast``: the dispatcher's mode choice; None asks it (``use_fast_mode``).
     """
     _check_mix_args(projected, short_weight, k, D)
     if short_bias is None:
         short_bias = torch.zeros(short_weight.shape[0], dtype=short_weight.dtype, device=short_weight.device)
     if projected.numel() == 0:
         return hyena_mix_ref(projected, short_weight, short_bias, k, D)
-    fast = use_fast_mode(projected.dtype, projected.shape[1], _needs_grad(projected, short_weight, short_bias, k, D))
-    return _HyenaMix.apply(projected, short_weight, short_bias, k, D, _uses_spectrum_cache(k), fast)
+    backward = needs_grad(projected, short_weight, short_bias, k, D)
+    if fast is None:
+        fast = use_fast_mode(projected.dtype, projected.shape[1], backward)
+    out, _spectrum_saved = _mix_op(projected, short_weight, short_bias, k, D, _uses_spectrum_cache(k), fast, backward)
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,78 @@ class HyenaConfig:
 
     def replace(self, **changes: Any) -> HyenaConfig:
         return dataclasses.replace(self, **changes)
+
+
+# Sane upper bounds, checked before any tensor is allocated (a typo such as d_model 10**6 would otherwise try
+# to allocate hundreds of GB). The published models are far inside them (largest: d 256, 8 layers, l_max 1M).
+_POSITIVE_INT_LIMITS = {
+    "d_model": 16384,
+    "n_layer": 512,
+    "d_inner": 65536,
+    "vocab_size": 65536,
+    "pad_vocab_size_multiple": 4096,
+    "l_max": 1 << 24,
+    "hyena_order": 2,
+    "short_filter_order": 1024,
+    "filter_order": 4096,
+    "emb_dim": 1024,
+}
+_MAX_PARAMETERS = 2_000_000_000
+_MIN_VOCAB = 12  # the official character vocabulary (tokenizer.VOCAB) must fit
+_FRACTIONS = ("embed_dropout", "resid_dropout", "hyena_dropout")
+_FLAGS = ("residual_in_fp32", "tie_embeddings", "modulate")
+
+
+def config_problems(config: HyenaConfig) -> list[str]:
+    """What is wrong with ``config`` ('d_model must be a positive integer, got "256"'), empty if nothing."""
+    problems = [_int_problem(name, getattr(config, name), limit) for name, limit in _POSITIVE_INT_LIMITS.items()]
+    inner = config.num_inner_mlps
+    if isinstance(inner, bool) or not isinstance(inner, int) or not 0 <= inner <= 64:
+        problems.append(f"num_inner_mlps must be an integer in [0, 64], got {_shown(inner)}")
+    flags = [n for n in _FLAGS if not isinstance(getattr(config, n), bool)]
+    problems += [f"{n} must be true or false, got {_shown(getattr(config, n))}" for n in flags]
+    problems += [_number_problem(n, getattr(config, n), 0.0, 1.0) for n in _FRACTIONS]
+    problems.append(_number_problem("layer_norm_epsilon", config.layer_norm_epsilon, 0.0, 1.0, open_low=True))
+    problems += [_number_problem(n, getattr(config, n), -1e6, 1e6) for n in ("activation_freq", "filter_shift")]
+    problems = [p for p in problems if p]
+    if not problems:
+        problems += _size_problems(config)
+    return problems
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+
+
+def _int_problem(name: str, value: Any, limit: int) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return f"{name} must be a positive integer, got {_shown(value)}"
+    if value > limit:
+        return f"{name} {value} is larger than genomelm allows ({limit})"
+    return None
+
+
+def _number_problem(name: str, value: Any, low: float, high: float, open_low: bool = False) -> str | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and (low < value if open_low else low <= value) and value <= high:
+        return None
+    bounds = f"{'(' if open_low else '['}{low:g}, {high:g}]"
+    return f"{name} must be a number in {bounds}, got {_shown(value)}"
+
+
+def _size_problems(config: HyenaConfig) -> list[str]:
+    problems = []
+    if config.vocab_size < _MIN_VOCAB:
+        problems.append(f"vocab_size must be at least {_MIN_VOCAB} (the character vocabulary), got {config.vocab_size}")
+    if config.emb_dim < 3 or config.emb_dim % 2 == 0:
+        problems.append(f"emb_dim must be an odd integer >= 3 (t and complex exponentials), got {config.emb_dim}")
+    if config.hyena_order != 2:
+        problems.append(f"hyena_order must be 2 (the only order of the published models), got {config.hyena_order}")
+    per_layer = 4 * config.d_model**2 + 2 * config.d_model * config.d_inner + config.filter_order**2 * 3
+    parameters = config.n_layer * per_layer + config.padded_vocab_size * config.d_model
+    if parameters > _MAX_PARAMETERS:
+        problems.append(f"sizes give about {parameters:,} parameters, more than genomelm allows ({_MAX_PARAMETERS:,})")
+    return problems
 
 
 def _preset(d_model: int, n_layer: int, l_max: int) -> HyenaConfig:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from genomelm.errors import UsageError
-from genomelm.kernels import hyena_mix, map_row_blocks
+from genomelm.kernels import add_layer_norm, hyena_mix, map_row_blocks
 from genomelm.model.config import HyenaConfig
 
 
@@ -125,12 +125,17 @@ class HyenaOperator(nn.Module):
         self.dropout = nn.Dropout(config.hyena_dropout)
         self.conv_backend: str | None = None  # None = kernels' default (env var or auto)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
-        seq_len = x.shape[1]
+    def long_filter(self, seq_len: int) -> torch.Tensor:
+        """The long filter (D, L) for inputs of ``seq_len`` tokens (cached at inference, see HyenaFilter)."""
         if seq_len > self.l_max:
             raise UsageError(f"input of {seq_len} tokens is longer than the model's l_max {self.l_max}")
+        return self.filter_fn.filter(seq_len)
+
+    def forward(self, x: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
+        """k: the long filter from ``long_filter`` when the caller computed it (compiled blocks), else None."""
+        if k is None:
+            k = self.long_filter(x.shape[1])  # (D, L)
         projected = self.in_proj(x)  # (B, L, 3D)
-        k = self.filter_fn.filter(seq_len)  # (D, L)
         y = hyena_mix(
             projected,
             self.short_filter.weight,
@@ -157,8 +162,21 @@ class Mlp(nn.Module):
         return self.fc2(nn.functional.gelu(self.fc1(x), approximate="tanh"))
 
 
+def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype the next matrix product computes in: autocast's on x's device when enabled, else the weights'."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return weight.dtype
+
+
 class Block(nn.Module):
-    """Pre-norm block; the residual stream stays in fp32 (official residual_in_fp32)."""
+    """Pre-norm block; the residual stream stays in fp32 (official residual_in_fp32).
+
+    x = x + Hyena(LN1(x)); x = x + MLP(LN2(x)), with every residual add fused into the LayerNorm that follows it
+    (kernels.add_layer_norm, which also casts the normalised rows to the compute dtype): a block hands its MLP
+    output to the next block (or ln_f) unadded, as ``branch``.
+    """
 
     def __init__(self, config: HyenaConfig):
         super().__init__()
@@ -167,12 +185,22 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(config.d_model, eps=config.layer_norm_epsilon)
         self.mlp = Mlp(config.d_model, config.d_inner)
         self.dropout = nn.Dropout(config.resid_dropout)
-        self.residual_in_fp32 = config.residual_in_fp32
 
-    def forward(self, residual: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
-        if self.residual_in_fp32:
-            residual = residual.float()
-        hidden = self.mixer(self.norm1(residual.to(self.norm1.weight.dtype)))
-        residual = residual + self.dropout(hidden)
-        hidden = self.mlp(self.norm2(residual.to(self.norm2.weight.dtype)))
-        return residual + self.dropout(hidden)
+    def forward(
+        self, residual: torch.Tensor, branch: torch.Tensor | None = None, k: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(residual (B, L, D), branch (B, L, D) or None, k (D, L) or None) -> (residual fp32, branch).
+
+        The stream after the block is residual + branch: the returned branch (this block's MLP output) is added by
+        the next fused LayerNorm. k: the mixer's long filter when the caller computed it, else None.
+        """
+        dtype = compute_dtype(residual, self.norm1.weight)
+        backend = self.mixer.conv_backend
+        hidden, residual = _norm(self.norm1, branch, residual, dtype, backend)
+        hidden, residual = _norm(self.norm2, self.dropout(self.mixer(hidden, k)), residual, dtype, backend)
+        return residual, self.dropout(self.mlp(hidden))
+
+
+def _norm(norm: nn.LayerNorm, x, residual, dtype: torch.dtype, backend: str | None):
+    """(LN(residual + x) in ``dtype``, residual + x in fp32) through the fused kernel's dispatcher."""
+    return add_layer_norm(x, residual, norm.weight, norm.bias, norm.eps, dtype, backend=backend)

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from genomelm.errors import UsageError
+from genomelm.kernels import add_layer_norm, compile_requested, resolve_backend
+from genomelm.log import get_logger
 from genomelm.model.config import HyenaConfig
 from genomelm.model.hyena import Block
+
+log = get_logger(__name__)
+
+
+def check_conv_backend(backend: str | None, device: torch.device) -> None:
+    """UsageError (exit 2, with the choices) for an unknown --conv-backend or $GENOMELM_CONV_BACKEND, or for
+    'cuda' where it cannot run: checked before the model is loaded, not at its first forward pass."""
+    try:
+        resolve_backend(backend, device)
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(f"--conv-backend: {exc}") from None
 
 
 class Embeddings(nn.Module):
@@ -32,6 +46,9 @@ class Backbone(nn.Module):
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.d_model, eps=config.layer_norm_epsilon)
         self.gradient_checkpointing = False
+        self.kernel_backend: str | None = None  # None = kernels' default (env var or auto); see set_conv_backend
+        self.compiled = False  # blocks compiled by torch.compile (set_compile): filters computed outside them
+        self._compiled_keys: set[tuple] = set()  # (shape, grad, autocast) already compiled: for the log line
 
     def forward(
         self,
@@ -44,17 +61,46 @@ class Backbone(nn.Module):
         upto_layer None (or n_layer): the final normalised output (what the LM head reads).
         upto_layer i in [0, n_layer): the residual stream after i blocks (0 = the token embeddings).
         """
+        if not self.compiled:
+            return self._forward(input_ids, inputs_embeds, upto_layer)
+        return self._compiled_forward(input_ids, inputs_embeds, upto_layer)
+
+    def _compiled_forward(self, input_ids, inputs_embeds, upto_layer) -> torch.Tensor:
+        """_forward, logging the time of the first call of each shape (what torch.compile's compilation costs)."""
+        shape = tuple((input_ids if inputs_embeds is None else inputs_embeds).shape)
+        key = (shape, torch.is_grad_enabled(), torch.is_autocast_enabled(self.ln_f.weight.device.type))
+        if key in self._compiled_keys:
+            return self._forward(input_ids, inputs_embeds, upto_layer)
+        started = time.perf_counter()
+        out = self._forward(input_ids, inputs_embeds, upto_layer)
+        if out.is_cuda:
+            torch.cuda.synchronize(out.device)
+        self._compiled_keys.add(key)
+        log.info("torch.compile: first forward of shape %s took %.1f s (compilation included)", shape,
+                 time.perf_counter() - started)  # fmt: skip
+        return out
+
+    def _forward(self, input_ids, inputs_embeds, upto_layer) -> torch.Tensor:
         hidden = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
-        residual = self.drop_embed(hidden)  # (B, L, D)
+        residual, branch = self.drop_embed(hidden), None  # (B, L, D); the stream is residual + branch
         n_blocks = len(self.layers) if upto_layer is None else upto_layer
         for layer in self.layers[:n_blocks]:
-            if self.gradient_checkpointing and self.training:
-                residual = checkpoint(layer, residual, use_reentrant=False)
-            else:
-                residual = layer(residual)
+            residual, branch = self._block(layer, residual, branch)
         if n_blocks < len(self.layers):
-            return residual.float()
-        return self.ln_f(residual.to(self.ln_f.weight.dtype))
+            return residual.float() if branch is None else residual.float() + branch.float()
+        ln_f = self.ln_f
+        out, _ = add_layer_norm(
+            branch, residual, ln_f.weight, ln_f.bias, ln_f.eps, ln_f.weight.dtype, self.kernel_backend
+        )
+        return out
+
+    def _block(self, layer: Block, residual: torch.Tensor, branch: torch.Tensor | None):
+        """One block. Compiled blocks get their long filter from here: its inference cache (keyed on the weights'
+        versions) stays outside the traced graph."""
+        k = layer.mixer.long_filter(residual.shape[1]) if self.compiled else None
+        if self.gradient_checkpointing and self.training:
+            return checkpoint(layer, residual, branch, k, use_reentrant=False)
+        return layer(residual, branch, k)
 
 
 class HyenaDNA(nn.Module):
@@ -89,9 +135,28 @@ class HyenaDNA(nn.Module):
         return self.config.l_max
 
     def set_conv_backend(self, backend: str | None) -> None:
-        """'torch', 'cuda', 'auto' or None (GENOMELM_CONV_BACKEND / auto) for every Hyena operator."""
+        """'torch', 'cuda', 'auto' or None (GENOMELM_CONV_BACKEND / auto) for every fused kernel of the model.
+
+        Every command calls this when it sets up its model: GENOMELM_COMPILE=1 (--compile) compiles the blocks here.
+        """
         for layer in self.backbone.layers:
             layer.mixer.conv_backend = backend
+        self.backbone.kernel_backend = backend
+        if compile_requested():
+            self.set_compile(True)
+
+    def set_compile(self, enabled: bool) -> None:
+        """Compile every block with torch.compile (opt-in: --compile / GENOMELM_COMPILE=1), or undo it.
+
+        The fused kernels are torch custom ops, so a block traces as one graph; shapes are static (one compilation
+        per input shape: fixed windows and passes compile once). The first call of each shape pays the compilation.
+        """
+        for layer in self.backbone.layers:
+            if enabled:
+                layer.compile(dynamic=False)
+            else:
+                layer._compiled_call_impl = None
+        self.backbone.compiled = enabled
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         self.backbone.gradient_checkpointing = enabled

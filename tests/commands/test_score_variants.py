@@ -12,16 +12,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from genomelm import variants as engine_api
 from genomelm.cli import app
 from genomelm.commands import score_variants as sv
 from genomelm.errors import InputError, RefMismatchError, UsageError
 from genomelm.formats.checkpoint import load_model, save_model
 from genomelm.formats.fasta import FastaSource
 from genomelm.tokenizer import CharTokenizer, reverse_complement_ids
+from genomelm.variants import engine
 from tests.conftest import random_dna, tiny_model, write_fasta
 
 runner = CliRunner()
-KEYS = ("GLM_LLR", "GLM_LLR_FWD", "GLM_LLR_REV", "GLM_DLL", "GLM_EMB_COS", "GLM_EMB_L2", "GLM_SKIP")
+KEYS = ("GLM_LLR", "GLM_LLR_FWD", "GLM_LLR_REV", "GLM_DLL", "GLM_DLL_MEAN", "GLM_EMB_COS", "GLM_EMB_L2", "GLM_SKIP")
 
 
 @pytest.fixture(autouse=True)
@@ -180,15 +182,15 @@ def test_output_equals_input_apart_from_added_info(data, tmp_path, tiny_model_di
 
 def test_shared_windows_equal_one_pass_per_variant(tmp_path, tiny_model_dir):
     model = load_model(str(tiny_model_dir))
-    tiling = sv.LlrTiling(context=60, stride=100)  # 30 blocks in a small genome
+    tiling = engine_api.LlrTiling(context=60, stride=100)  # 30 blocks in a small genome
     rng = np.random.default_rng(0)
     with FastaSource(write_fasta(tmp_path / "g.fa", GENOME)) as fasta:
-        reference = sv.Reference(fasta)
+        reference = engine_api.Reference(fasta)
         seq = GENOME["chr1"].upper()
         positions = sorted(set(rng.integers(0, 3000, 80).tolist()) | {0, 1, 99, 100, 101, 2998, 2999})
-        queries = [sv.SnvQuery("chr1", p, seq[p], [b for b in "ACGT" if b != seq[p]]) for p in positions]
-        shared, shared_passes = sv.score_llr_shared(model, reference, queries, tiling, torch.device("cpu"))
-        naive, naive_passes = sv.score_llr_naive(model, reference, queries, tiling, torch.device("cpu"))
+        queries = [engine_api.SnvQuery("chr1", p, seq[p], [b for b in "ACGT" if b != seq[p]]) for p in positions]
+        shared, shared_passes = engine_api.score_llr_shared(model, reference, queries, tiling, torch.device("cpu"))
+        naive, naive_passes = engine_api.score_llr_naive(model, reference, queries, tiling, torch.device("cpu"))
     blocks = len({p // 100 for p in positions})
     assert naive_passes == 2 * len(queries) - 2 and shared_passes <= 2 * blocks < naive_passes / 2
     for a, b in zip(shared, naive):
@@ -255,7 +257,7 @@ def test_alone_equals_among_neighbours_and_batch_and_threads(data, tmp_path, tin
     base = tmp_path / "all.vcf"
     sv.run(options(vcf_path, fasta, base, tiny_model_dir, methods=methods, batch_size=1))
     other = tmp_path / "b7.vcf"
-    monkeypatch.setattr(sv, "WINDOW_SITES_PER_SLICE", 3)  # windows built a few sites at a time
+    monkeypatch.setattr(engine, "WINDOW_SITES_PER_SLICE", 3)  # windows built a few sites at a time
     sv.run(options(vcf_path, fasta, other, tiny_model_dir, methods=methods, batch_size=7, threads=2))
     alone_rows = [row for row in variants() if row[:2] == ("1", 1100)]
     alone = tmp_path / "alone.vcf"
@@ -338,14 +340,15 @@ def test_empty_vcf_gives_valid_empty_output(tmp_path, tiny_model_dir):
     out = tmp_path / "out.vcf.gz"
     summary = sv.run(options(empty, fasta, out, tiny_model_dir, index=True, tsv=str(tmp_path / "t.tsv")))
     assert summary.records == 0 and read_records(out) == []
-    assert (tmp_path / "t.tsv").read_text().startswith("chrom\tpos\tid\tref\talt\tllr_fwd")
+    comment, columns = (tmp_path / "t.tsv").read_text().splitlines()  # provenance, then the column names
+    assert comment.startswith("# genomelm_version=") and columns.startswith("chrom\tpos\tid\tref\talt\tllr_fwd")
 
 
 def test_tsv_table(data, tmp_path, tiny_model_dir):
     fasta, vcf_path = data
     tsv = tmp_path / "t.tsv"
     sv.run(options(vcf_path, fasta, tmp_path / "o.vcf", tiny_model_dir, methods=["llr", "embedding"], tsv=str(tsv)))
-    lines = [line.split("\t") for line in tsv.read_text().splitlines()]
+    lines = [line.split("\t") for line in tsv.read_text().splitlines() if not line.startswith("#")]
     assert lines[0] == ["chrom", "pos", "id", "ref", "alt", "llr_fwd", "llr_rev", "llr", "emb_cos", "emb_l2", "skip"]
     rows = lines[1:]
     n_alts = sum(max(1, len(alleles) - 1) for _, _, alleles, _ in variants())
@@ -361,7 +364,15 @@ def test_rescoring_scored_output_overwrites_values(data, tmp_path, tiny_model_di
     first, second = tmp_path / "first.vcf", tmp_path / "second.vcf"
     sv.run(options(vcf_path, fasta, first, tiny_model_dir))
     sv.run(options(first, fasta, second, tiny_model_dir))
-    assert second.read_text() == first.read_text()  # same header lines (not repeated), same values
+    first_meta, first_body = split_vcf(first.read_text())
+    second_meta, second_body = split_vcf(second.read_text())
+    assert second_body == first_body  # same values, overwritten in place
+    # same header lines, none repeated, plus the second command line (a history, as bcftools keeps)
+    commands = [x for x in second_meta if x.startswith("##genomelm_command=")]
+    assert [x for x in second_meta if x not in commands] == [
+        x for x in first_meta if not x.startswith("##genomelm_command")
+    ]
+    assert len(commands) == 2 and "first.vcf" in commands[1] and "second.vcf" in commands[1]
     assert read_records(second) == read_records(first)
 
 
@@ -505,3 +516,45 @@ def test_sanity_trained_model_penalises_repeat_breaking_snvs(tmp_path):
     sv.run(options(write_vcf(tmp_path / "rep.vcf", rows, contigs=("rep",)), fasta, out, model_dir))
     llr = [v[0] for v in values(out, "GLM_LLR")]
     assert len(llr) == len(rows) and max(llr) < 0 and np.mean(llr) < -2
+
+
+def test_ref_over_reference_n_is_ref_is_n_not_a_mismatch(data, tmp_path, tiny_model_dir):
+    """An assembly gap under REF is its own reason, and --on-ref-mismatch error does not stop on it."""
+    fasta, _ = data
+    c2 = GENOME["chr2"]  # N at 0-based 400..499
+    rows = [
+        ("2", 451, ("A", "G")),
+        ("2", 399, (c2[398:400] + "A", "A")),
+        ("2", 300, ("T" if c2[299] != "T" else "A", "C")),
+    ]
+    out = tmp_path / "gap.vcf"
+    sv.run(options(write_vcf(tmp_path / "gap_in.vcf", rows), fasta, out, tiny_model_dir, on_ref_mismatch="skip"))
+    assert values(out, "GLM_SKIP") == ["ref_is_n", "ref_is_n", "ref_mismatch"]
+    with pytest.raises(RefMismatchError, match="2:300"):
+        sv.run(options(write_vcf(tmp_path / "gap2.vcf", rows), fasta, out, tiny_model_dir, on_ref_mismatch="error"))
+    only_gaps = write_vcf(tmp_path / "gap3.vcf", rows[:2])
+    summary = sv.run(options(only_gaps, fasta, out, tiny_model_dir, on_ref_mismatch="error"))
+    assert summary.skipped == {"ref_is_n": 2}
+
+
+def nan_model():
+    model = tiny_model()
+    with torch.no_grad():
+        model.backbone.ln_f.weight.fill_(float("nan"))  # every output of the model is NaN
+    return model
+
+
+def test_non_finite_model_output_is_flagged_never_written(data, tmp_path, tiny_model_dir, monkeypatch):
+    fasta, vcf_path = data
+    monkeypatch.setattr(sv, "load_inference_model", lambda *args, **kwargs: nan_model())
+    out, tsv = tmp_path / "nan.vcf", tmp_path / "nan.tsv"
+    methods = ["llr", "delta-ll", "embedding"]
+    summary = sv.run(options(vcf_path, fasta, out, tiny_model_dir, methods=methods, tsv=str(tsv)))
+    records = read_records(out)
+    assert all(set(info) == {"GLM_SKIP"} for *_, info in records)  # no NaN, inf nor 0 written as a score
+    expected = [skip or "non_finite" for *_, skip in variants()]
+    expected[variants().index(next(r for r in variants() if r[:2] == ("1", 400)))] = "too_long"
+    assert [info["GLM_SKIP"] for *_, info in records] == expected
+    assert summary.scored == 0 and summary.skipped["non_finite"] == expected.count("non_finite")
+    rows = [line.split("\t") for line in tsv.read_text().splitlines()[2:]]  # after provenance and column names
+    assert rows and all(cell == "NA" for row in rows for cell in row[5:-1])

@@ -50,7 +50,8 @@ def test_native_round_trip(tmp_path):
     ids = torch.randint(7, 12, (2, 50))
     with torch.no_grad():
         assert torch.equal(model(ids), loaded(ids))
-    assert loaded.config == model.config
+    assert loaded.config.replace(extra={}) == model.config.replace(extra={})
+    assert loaded.config.extra == {"trained_l_max": model.config.l_max}  # the l_max the weights were made with
 
 
 def test_converted_official_model_loads_identically(tmp_path):

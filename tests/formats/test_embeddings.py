@@ -12,7 +12,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
-from genomelm.errors import UsageError
+from genomelm.errors import InputError, UsageError
 from genomelm.formats.embeddings import EmbeddingWriter
 
 
@@ -169,7 +169,7 @@ def test_failure_while_assembling_cleans_up(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match="cannot write .*x.safetensors: no space left"):
         writer.close()
     assert os.listdir(tmp_path) == []
 
@@ -194,8 +194,11 @@ def test_output_permissions_follow_the_umask(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o644
 
 
-@pytest.mark.parametrize("output", ["-", "missing-dir/x.safetensors", "."])
-def test_unusable_output_is_a_usage_error(tmp_path, monkeypatch, output):
+@pytest.mark.parametrize(
+    "output, error", [("-", UsageError), ("missing-dir/x.safetensors", InputError), (".", InputError)]
+)
+def test_unusable_output_fails_before_writing(tmp_path, monkeypatch, output, error):
+    # '-' is a usage error; a path that cannot be written is exit 1, as for every file output (formats.atomic)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UsageError):
+    with pytest.raises(error):
         EmbeddingWriter(output)

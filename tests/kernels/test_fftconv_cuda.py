@@ -9,7 +9,6 @@ of the same formula, and with the reference backend.
 from __future__ import annotations
 
 import gc
-import os
 
 import pytest
 import torch
@@ -17,14 +16,9 @@ import torch.nn.functional as F
 
 from genomelm import kernels
 from genomelm.kernels import fft_size, fftconv_ref, hyena_mix_ref, resolve_backend
+from tests.kernels._device import INTERPRET, kernel_test_device
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if torch.cuda.is_available():
-    DEVICE = torch.device("cuda")
-elif INTERPRET:
-    DEVICE = torch.device("cpu")
-else:
-    pytest.skip("needs a CUDA GPU (or TRITON_INTERPRET=1)", allow_module_level=True)
+DEVICE = kernel_test_device()
 fc = pytest.importorskip("genomelm.kernels.fftconv_cuda", reason="triton is not installed")
 
 pytestmark = pytest.mark.gpu

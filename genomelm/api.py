@@ -1,0 +1,166 @@
+"""The Python API: variant scores, per-base log-likelihoods and embeddings from a script or notebook.
+
+Same engines, same numbers as the CLI (``score_variants`` runs genomelm.variants exactly as
+``genomelm score-variants`` does; ``embed_sequences`` pools as ``genomelm embed`` does). This module
+sits beside cli.py on the top floor (DESIGN.md §3); ``import genomelm`` loads it (and torch) only
+when one of its functions is first used.
+
+``model`` is a loaded model (``genomelm.load_model(...)``: load once, pass it to every call) or
+anything ``--model`` accepts (None = the shipped default); names are loaded once per process and
+device and then reused.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from genomelm.commands._common import load_inference_model
+from genomelm.commands.embed import POOLINGS, EmbedOptions, embed_ids
+from genomelm.errors import UsageError
+from genomelm.formats import vcf
+from genomelm.formats.fasta import parse_regions
+from genomelm.model.lm import HyenaDNA
+from genomelm.runtime import batched, select_device
+from genomelm.tokenizer import CharTokenizer, reverse_complement_ids
+from genomelm.variants import Reference, ScoringSettings, Variant, VariantScorer, open_fasta
+from genomelm.variants.windows import token_log_probs
+
+
+@dataclass
+class VariantScore:
+    """The scores of one ALT allele of one record."""
+
+    chrom: str
+    pos: int  # 1-based VCF POS
+    id: str | None
+    ref: str
+    alt: str
+    scores: dict[str, float]  # name -> value: llr, llr_fwd, llr_rev, dll, dll_mean, emb_cos, emb_l2 (those computed)
+    skip: str | None  # why the allele has no value (the SKIP reasons of score-variants); None when scored
+
+
+def score_variants(
+    variants: str | os.PathLike | Iterable,
+    fasta: str | os.PathLike,
+    model: HyenaDNA | str | None = None,
+    methods: Sequence[str] = ("llr",),
+    *,
+    device: str | torch.device | None = None,
+    regions: list[str] | None = None,
+    **settings,
+) -> Iterator[VariantScore]:
+    """Score every ALT allele of ``variants``: a VCF/BCF path, or records ``(chrom, pos, ref, alt)``
+    with a 1-based POS and ``alt`` one allele or a sequence of them (or ``genomelm.variants.Variant``).
+
+    ``methods``: llr, delta-ll, embedding. ``settings``: context, stride, window, max_n_frac,
+    on_ref_mismatch, batch_size, precision (the score-variants options of those names).
+    ``regions`` (VCF input only, indexed): BED paths or chr:start-end (1-based inclusive).
+    Yields one VariantScore per ALT allele, in input order; the file is read as the results are consumed.
+    """
+    loaded, device = _model(model, device)
+    with ExitStack() as stack:
+        fasta_source = stack.enter_context(open_fasta(str(fasta), "score_variants"))
+        records = _records(variants, regions, stack)
+        scoring = ScoringSettings(methods=tuple(methods), **settings)
+        scorer = VariantScorer(loaded, Reference(fasta_source), scoring, device, source=str(fasta))
+        for _, sites in scorer.score_all(records):
+            for site in sites:
+                record = site.record
+                for alt, scores, skip in site.allele_results():
+                    yield VariantScore(record.chrom, record.pos, record.id, record.ref, alt, scores, skip)
+
+
+def _records(variants, regions, stack: ExitStack) -> Iterable:
+    if isinstance(variants, (str, os.PathLike)):
+        reader = stack.enter_context(vcf.VariantReader(str(variants)))
+        return reader.records([r for spec in regions for r in parse_regions(spec)] if regions else None)
+    if regions:
+        raise UsageError("regions= needs a VCF path (in-memory records are all scored)")
+    return (_variant(v) for v in variants)
+
+
+def _variant(item) -> Variant:
+    if isinstance(item, Variant):
+        return item
+    chrom, pos, ref, alt = item
+    alts = (alt,) if isinstance(alt, str) else tuple(alt)
+    return Variant(str(chrom), int(pos), ref, alts)
+
+
+def log_likelihood(
+    sequences: str | Sequence[str],
+    model: HyenaDNA | str | None = None,
+    *,
+    both_strands: bool = False,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    batch_size: int = 8,
+):
+    """Per-base log-probabilities (natural log) of DNA ``sequences`` under the model.
+
+    For a sequence of length L: a float64 array (L,) with ``[t] = log P(base t | bases before t)``
+    (NaN at t = 0: no context); with ``both_strands`` an array (2, L) whose second row is
+    ``log P(base t | bases after t)`` read on the reverse-complement strand and mapped back to these
+    positions (NaN at t = L - 1). A list of sequences gives a list of arrays.
+    """
+    loaded, device = _model(model, device)
+    ids = [CharTokenizer().encode(s) for s in ([sequences] if isinstance(sequences, str) else sequences)]
+    forward = token_log_probs(loaded, ids, device, precision, batch_size)
+    out = forward
+    if both_strands:
+        reverse = token_log_probs(loaded, [reverse_complement_ids(i) for i in ids], device, precision, batch_size)
+        out = [np.stack([f, r[::-1]]) for f, r in zip(forward, reverse)]
+    return out[0] if isinstance(sequences, str) else out
+
+
+def embed_sequences(
+    sequences: str | Sequence[str],
+    model: HyenaDNA | str | None = None,
+    *,
+    pooling: str = "mean",
+    layer: int = -1,
+    rc: bool = False,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    batch_size: int = 8,
+):
+    """Embeddings of DNA ``sequences``, as ``genomelm embed`` computes them for windows.
+
+    pooling 'mean' or 'last': a float32 array (N, D) (D,) for one string; 'none': per-token
+    matrices (L, D), a list for a list of sequences. ``layer`` -1 = final normalised output, k =
+    after block k; ``rc`` averages the forward and reverse-complement strands.
+    """
+    if pooling not in POOLINGS:
+        raise UsageError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    loaded, device = _model(model, device)
+    opts = EmbedOptions("", "", pooling=pooling, layer=layer, rc=rc, precision=precision, batch_size=batch_size)
+    ids = [CharTokenizer().encode(s) for s in ([sequences] if isinstance(sequences, str) else sequences)]
+    vectors = [
+        v.astype(np.float32) for batch in batched(ids, batch_size) for v in embed_ids(loaded, batch, device, opts)
+    ]
+    if isinstance(sequences, str):
+        return vectors[0]
+    return np.stack(vectors) if pooling != "none" else vectors
+
+
+def _model(model, device) -> tuple[HyenaDNA, torch.device]:
+    """(model in eval mode, device): a loaded model stays where it is unless ``device`` says otherwise."""
+    if isinstance(model, HyenaDNA):
+        if device is None:
+            return model.eval(), next(model.parameters()).device
+        device = select_device(str(device))
+        return model.eval().to(device), device
+    device = select_device(str(device) if device is not None else "auto")
+    return _load_cached(None if model is None else str(model), str(device)), device
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(spec: str | None, device: str) -> HyenaDNA:
+    return load_inference_model(spec, torch.device(device))

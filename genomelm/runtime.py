@@ -1,0 +1,119 @@
+"""Device, threads, precision/autocast, batching and right-padding: the one copy every floor uses.
+
+Below commands/ and variants/ (DESIGN.md §3): torch and the standard library only, plus errors/log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+import torch
+
+from genomelm.errors import UsageError
+from genomelm.log import get_logger
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def set_threads(threads: int | None) -> None:
+    """Cap torch intra-op (OpenMP) and inter-op threads; None leaves the defaults.
+
+    The environment variables are set too, for child processes and libraries loaded later: a
+    scheduler's core allocation (Snakemake ``threads``, Nextflow ``task.cpus``) is then respected.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    for name in THREAD_ENV_VARS:
+        os.environ[name] = str(threads)
+    torch.set_num_threads(threads)
+    if torch.get_num_interop_threads() > threads:
+        try:
+            torch.set_num_interop_threads(threads)
+        except RuntimeError:  # only settable before the first parallel work; then intra-op is the cap
+            log.debug("inter-op threads already fixed at %d", torch.get_num_interop_threads())
+
+
+def select_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; an explicit 'cuda' without a GPU is a usage error."""
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise UsageError(f"--device must be one of {', '.join(DEVICES)} (or cuda:N), got {name!r}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda requested but no CUDA GPU is available (torch.cuda.is_available() is False)")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast for --precision bf16 (the FFT stays fp32 inside the kernels); a no-op for fp32."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last may be shorter)."""
+    if size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {size}")
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def pad_right(rows: list, pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D id arrays to one (B, L) tensor; also return the (B,) true lengths.
+
+    Right padding is safe for a causal model: position t never sees positions > t.
+    """
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    ids = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.as_tensor(row)
+    return ids.to(device, non_blocking=True), lengths.to(device)
+
+
+# --------------------------------------------------------------------------- torchrun
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun (its environment variables), else (0, 1). The process group
+    (gloo) only coordinates: inference commands share work through files, not collectives."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), world
+
+
+def rank_device(name: str, rank: int, world: int) -> str:
+    """--device for this rank: under torchrun 'auto'/'cuda' take the GPU of LOCAL_RANK."""
+    if world > 1 and name in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
+    return name
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()

@@ -1,0 +1,189 @@
+"""The variant scorer: planned records -> scores of every requested method, chunk by chunk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from genomelm.formats import vcf
+from genomelm.variants.llr import LlrTiling, SnvQuery, llr_tiling, score_llr_shared
+from genomelm.variants.methods import METHODS, WindowStats, check_methods
+from genomelm.variants.planner import (
+    N_IN_CONTEXT,
+    NO_CONTEXT,
+    NON_FINITE,
+    NOT_IN_PRECOMPUTED,
+    NOT_SNV,
+    SCORABLE,
+    TOO_LONG,
+    Planner,
+    Site,
+)
+from genomelm.variants.reference import Reference
+from genomelm.variants.windows import AlleleWindows, CentredWindow, allele_windows, centred_window, window_stats
+
+CHUNK_MAX_RECORDS = 65536  # records held at once (bounds memory whatever the VCF size)
+WINDOW_SITES_PER_SLICE = 256  # window methods build their sequences for this many sites at a time
+
+
+@dataclass
+class ScoringSettings:
+    """What the scores depend on besides model and reference (the --options of score-variants)."""
+
+    methods: tuple[str, ...] | list[str] = ("llr",)
+    context: int | None = None  # llr: least context (bases) on each strand; default half the model window
+    stride: int | None = None  # llr: length of the blocks scored by one pass; default the rest of the window
+    window: int | None = None  # delta-ll / embedding: centred REF window; default min(model window / 2, 4096)
+    max_n_frac: float = 0.05  # skip a variant whose context has more N than this
+    on_ref_mismatch: str = "skip"  # or 'error'
+    batch_size: int = 8
+    precision: str = "fp32"
+
+
+class VariantScorer:
+    """Model + reference + settings; ``score(records)`` -> Sites holding per-ALT values by score name.
+
+    ``precomputed`` (a PrecomputedScores): llr values are looked up in a score-genome store, and
+    ``model`` may be None (llr is then the only method). ``calibration`` (a CalibrationTable): the
+    'calibration' method ranks the llr values in it.
+    """
+
+    def __init__(
+        self,
+        model,
+        reference: Reference,
+        settings: ScoringSettings,
+        device: torch.device,
+        source="",
+        precomputed=None,
+        calibration=None,
+    ):
+        self.model, self.reference, self.settings, self.device = model, reference, settings, device
+        self.precomputed, self.calibration = precomputed, calibration
+        self.methods = check_methods(settings.methods)
+        if precomputed is not None:
+            self.tiling: LlrTiling = precomputed.tiling
+        else:
+            self.tiling = llr_tiling(settings.context, settings.stride, model.l_max)
+        self.window: CentredWindow | None = None if model is None else centred_window(settings.window, model.l_max)
+        self.planner = Planner(reference, settings.max_n_frac, settings.on_ref_mismatch, source)
+        self.passes = 0  # sequences run through the model so far
+
+    def score_all(self, records: Iterable) -> Iterator[tuple[list, list[Site]]]:
+        """(chunk of records, their Sites) for every chunk of ``records``, in order."""
+        for chunk in chunks(records, self.tiling.stride, self.settings.batch_size):
+            yield chunk, self.score(chunk)
+
+    def score(self, records: list) -> list[Site]:
+        sites = [self.planner.plan(r) for r in records]
+        live = [s for s in sites if s.reason is None]
+        for name in self.methods:
+            if METHODS[name].kind == "site":
+                METHODS[name].compute(self, live)
+        window_methods = [METHODS[m] for m in self.methods if METHODS[m].kind == "window"]
+        if window_methods:
+            # A slice of sites at a time: the windows of a whole chunk (up to CHUNK_MAX_RECORDS) could
+            # need gigabytes of ids, a slice needs a few megabytes.
+            for start in range(0, len(live), WINDOW_SITES_PER_SLICE):
+                self._window_slice(live[start : start + WINDOW_SITES_PER_SLICE], window_methods)
+        return sites
+
+    # -- llr
+
+    def score_llr(self, sites: list[Site]) -> None:
+        queries, owners = [], []
+        for site in sites:
+            snvs = [a for a, kind in enumerate(site.kinds) if kind == vcf.SNV]
+            for a, kind in enumerate(site.kinds):
+                if kind in (vcf.MNV, vcf.INDEL):
+                    site.fail(a, NOT_SNV)
+            if snvs and self._llr_context_ok(site, snvs):
+                queries.append(SnvQuery(site.contig, site.start, site.ref, [site.alts[a].upper() for a in snvs]))
+                owners.append((site, snvs))
+        results, passes = self._llr_results(queries)
+        self.passes += passes
+        for (site, snvs), result in zip(owners, results):
+            for a, fwd, rev, mean, bad in zip(snvs, result.forward, result.reverse, result.mean, result.non_finite):
+                if bad:  # never a score from a strand whose values are NaN/inf
+                    site.fail(a, NON_FINITE)
+                    continue
+                if np.isnan(mean):  # context checked above: only a store without this position
+                    site.fail(a, NOT_IN_PRECOMPUTED)
+                    continue
+                for name, value in (("llr_fwd", fwd), ("llr_rev", rev), ("llr", mean)):
+                    if not np.isnan(value):  # NaN: that strand has no context
+                        site.set(name, a, value)
+
+    def _llr_results(self, queries: list[SnvQuery]):
+        """(LlrResult per query, forward passes run): computed, or looked up in the store."""
+        if self.precomputed is not None:
+            return self.precomputed.llr(self.reference, queries), 0
+        s = self.settings
+        return score_llr_shared(
+            self.model, self.reference, queries, self.tiling, self.device, s.precision, s.batch_size
+        )
+
+    def _llr_context_ok(self, site: Site, alleles: list[int]) -> bool:
+        left, right = self.tiling.context_span(site.start, self.reference.length(site.contig))
+        reason = None
+        if right - left <= 1:
+            reason = NO_CONTEXT
+        elif self.planner.n_heavy(site.contig, left, right, 1):
+            reason = N_IN_CONTEXT
+        for a in alleles:
+            if reason:
+                site.fail(a, reason)
+        return reason is None
+
+    # -- window methods (delta-ll, embedding)
+
+    def _window_slice(self, sites: list[Site], methods) -> None:
+        wanted = [(site, a, w) for site in sites for a, w in self._allele_windows(site)]
+        unique = list(dict.fromkeys(seq for *_, w in wanted for seq in w.all()))  # REF windows shared by ALTs
+        s = self.settings
+        stats = window_stats(self.model, self.reference, unique, self.device, s.precision, s.batch_size)
+        self.passes += len(unique)
+        by_window = dict(zip(unique, stats))
+        for site, a, windows in wanted:
+            allele_stats = WindowStats(*(by_window[w] for w in windows.all()))
+            for method in methods:
+                for name, value in method.compute(allele_stats).items():
+                    site.set(name, a, value)
+
+    def _allele_windows(self, site: Site) -> list[tuple[int, AlleleWindows]]:
+        length = self.reference.length(site.contig)
+        left, right = self.window.flanks(site.start, len(site.ref), length)
+        out = []
+        for a, kind in enumerate(site.kinds):
+            if kind not in SCORABLE:
+                continue
+            alt = site.alts[a].upper()
+            windows = allele_windows(self.window, site.contig, length, site.start, site.ref, alt, self.model.l_max)
+            if len(site.ref) > self.window.length or windows is None:
+                site.fail(a, TOO_LONG)
+            elif right - left == len(site.ref):  # the contig is the REF allele: no flank at all
+                site.fail(a, NO_CONTEXT)
+            elif self.planner.n_heavy(site.contig, *windows.span, len(site.ref)):
+                site.fail(a, N_IN_CONTEXT)
+            else:
+                out.append((a, windows))
+        return out
+
+
+def chunks(records: Iterable, stride: int, min_blocks: int) -> Iterator[list]:
+    """Records in lists that end at llr block boundaries (so a block's pass is not run twice for
+    sorted input) once they span ``min_blocks`` blocks, and never hold more than CHUNK_MAX_RECORDS."""
+    chunk: list = []
+    blocks: set = set()
+    for record in records:
+        block = (record.chrom, record.start // stride)
+        if chunk and (len(chunk) >= CHUNK_MAX_RECORDS or (len(blocks) >= min_blocks and block not in blocks)):
+            yield chunk
+            chunk, blocks = [], set()
+        chunk.append(record)
+        blocks.add(block)
+    if chunk:
+        yield chunk

@@ -1,0 +1,501 @@
+"""`genomelm score-genome`: values equal score-variants', tracks, manifest, calibration, resume, bad input."""
+
+import hashlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyBigWig
+import pysam
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from genomelm.cli import app
+from genomelm.commands import score_genome as sg
+from genomelm.commands import score_variants as sv
+from genomelm.errors import InputError, UsageError
+from genomelm.formats import genome_store as store
+from genomelm.formats import tracks
+from genomelm.formats.checkpoint import save_model
+from genomelm.variants.calibration import CONTEXTS, CalibrationTable
+from tests.conftest import random_dna, tiny_model, write_fasta
+
+runner = CliRunner()
+CONTEXT, STRIDE = 40, 24  # small blocks: a few kb of genome have many of them
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+def _genome() -> dict[str, str]:
+    chr1 = random_dna(1500, seed=1)
+    chr1 = chr1[:500] + chr1[500:600].lower() + "N" * 30 + chr1[630:]  # soft-masked stretch, an N run
+    return {"chr1": chr1, "chr2": random_dna(300, seed=2), "chrT": "A", "chrE": "CG"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("genome")
+    fasta = write_fasta(root / "ref.fa", _genome())
+    model = save_model(tiny_model(), root / "tiny")
+    whole = root / "whole"
+    summary = sg.run(options(fasta, whole, model, writers=2))
+    return {"root": root, "fasta": fasta, "model": model, "store": whole, "summary": summary}
+
+
+def options(fasta, output, model, **changes):
+    values = dict(
+        fasta=str(fasta), output=str(output), model=str(model), context=CONTEXT, stride=STRIDE, batch_size=3, writers=2
+    )
+    values.update(changes)
+    return sg.ScoreGenomeOptions(**values)
+
+
+def track_values(store_dir, track, contig, length) -> np.ndarray:
+    with tracks.TrackReader(store.track_file(str(store_dir), track)) as reader:
+        return reader.values(contig, 0, length)
+
+
+def all_snvs_vcf(path: Path, genome: dict[str, str], contigs=("chr1", "chr2", "chrT", "chrE")) -> Path:
+    """Every possible SNV of the given contigs (3 per A/C/G/T base), as score-variants input."""
+    header = pysam.VariantHeader()
+    for name in genome:
+        header.contigs.add(name, length=len(genome[name]))
+    with pysam.VariantFile(str(path), "w", header=header) as handle:
+        for name in contigs:
+            for pos, base in enumerate(genome[name].upper()):
+                if base in "ACGT":
+                    alts = tuple(b for b in "ACGT" if b != base)
+                    handle.write(handle.new_record(contig=name, start=pos, stop=pos + 1, alleles=(base, *alts)))
+    return path
+
+
+def scored_by_score_variants(data, vcf_path: Path, **changes) -> list:
+    out = vcf_path.with_suffix(".scored.vcf")
+    values = dict(
+        input=str(vcf_path),
+        fasta=str(data["fasta"]),
+        output=str(out),
+        model=str(data["model"]),
+        context=CONTEXT,
+        stride=STRIDE,
+        batch_size=3,
+    )
+    values.update(changes)
+    sv.run(sv.ScoreVariantsOptions(**values))
+    with pysam.VariantFile(str(out)) as handle:
+        return [(r.chrom, r.start, r.ref, r.alts, dict(r.info)) for r in handle]
+
+
+# --------------------------------------------------------------------------- values
+
+
+def test_every_value_equals_score_variants_llr(data, tmp_path):
+    genome = _genome()
+    records = scored_by_score_variants(data, all_snvs_vcf(tmp_path / "all.vcf", genome))
+    lengths = {name: len(seq) for name, seq in genome.items()}
+    mean = {(c, b): track_values(data["store"], f"llr_{b}", c, lengths[c]) for c in genome for b in "ACGT"}
+    forward = {(c, b): track_values(data["store"], f"llr_fwd_{b}", c, lengths[c]) for c in genome for b in "ACGT"}
+    seen = {"values": 0, "none": 0}
+    for contig, pos, ref, alts, info in records:
+        for a, alt in enumerate(alts):
+            got = mean[(contig, alt)][pos]
+            if "GLM_LLR" not in info:  # n_in_context or no_context: no value in the tracks either
+                assert np.isnan(got), (contig, pos, info.get("GLM_SKIP"))
+                seen["none"] += 1
+                continue
+            np.testing.assert_allclose(got, info["GLM_LLR"][a], rtol=2e-6, atol=2e-6)
+            if info.get("GLM_LLR_FWD", [None] * len(alts))[a] is None:
+                assert np.isnan(forward[(contig, alt)][pos]) and pos == 0
+            else:
+                np.testing.assert_allclose(forward[(contig, alt)][pos], info["GLM_LLR_FWD"][a], rtol=2e-6, atol=2e-6)
+            seen["values"] += 1
+        assert mean[(contig, ref)][pos] in (0.0,) or np.isnan(mean[(contig, ref)][pos])  # llr of REF -> REF
+    assert seen["values"] > 4000 and seen["none"] > 100  # the N run's blocks and the 1-base contig have none
+
+
+def test_positions_without_values(data):
+    genome = _genome()
+    llr_a = track_values(data["store"], "llr_A", "chr1", 1500)
+    assert np.isnan(llr_a[600:630]).all()  # the N run
+    stride_blocks_near_n = [k for k in range(1500 // STRIDE) if np.isnan(llr_a[k * STRIDE : (k + 1) * STRIDE]).all()]
+    assert stride_blocks_near_n, "blocks whose context is N-heavy have no value at all"
+    assert np.isnan(track_values(data["store"], "llr_A", "chrT", 1)).all()  # no context on either strand
+    assert np.isfinite(track_values(data["store"], "llr_A", "chrE", 2)).all()  # one strand each: values
+    assert genome["chrE"] == "CG"
+
+
+def test_min_and_surprise_tracks(data):
+    means = np.stack([track_values(data["store"], f"llr_{b}", "chr2", 300) for b in "ACGT"])  # (4, L)
+    ref = np.array(["ACGT".index(b) for b in _genome()["chr2"]])
+    alternatives = np.where(np.arange(4)[:, None] == ref[None, :], np.inf, means)
+    np.testing.assert_allclose(track_values(data["store"], "llr_min", "chr2", 300), alternatives.min(0), rtol=1e-6)
+    assert (means[ref, np.arange(300)] == 0).all()
+    surprise = track_values(data["store"], "surprise", "chr2", 300)
+    assert np.isfinite(surprise).all() and (surprise > 0).all()
+    # -log2 P(ref) and llr agree: P(alt) = P(ref) * 2^(llr / ln 2) sums with P(ref) to at most 1 per strand
+    p_ref = 2.0**-surprise
+    assert (p_ref * np.exp(means).sum(0) <= 1.0 + 1e-3).all()
+
+
+def test_tracks_are_bigwig_with_the_genome_header_and_a_manifest(data):
+    manifest = json.loads((data["store"] / store.MANIFEST).read_text())
+    assert manifest["genome"]["contigs"] == [[n, len(s)] for n, s in _genome().items()]
+    assert manifest["settings"]["context"] == CONTEXT and manifest["settings"]["stride"] == STRIDE
+    assert manifest["model"]["sha256"] == hashlib.sha256((data["model"] / "model.safetensors").read_bytes()).hexdigest()
+    assert set(manifest["tracks"]) == set(store.TRACKS)
+    for track in store.TRACKS:
+        handle = pyBigWig.open(str(store.track_file(str(data["store"]), track)))
+        assert handle.isBigWig() and handle.chroms() == {n: len(s) for n, s in _genome().items()}
+        handle.close()
+    assert sorted(os.listdir(data["store"])) == sorted(
+        [store.MANIFEST, store.CALIBRATION] + [f"{t}.bw" for t in store.TRACKS]
+    )
+    assert not os.path.exists(store.partial_dir(str(data["store"])))
+
+
+def test_calibration_counts_every_snv_and_ranks_like_the_tracks(data):
+    arrays = store.load_arrays(str(data["store"] / store.CALIBRATION))
+    table = CalibrationTable(arrays["counts"])
+    values = []
+    for contig, seq in _genome().items():
+        means = np.stack([track_values(data["store"], f"llr_{b}", contig, len(seq)) for b in "ACGT"], 1)
+        for pos, base in enumerate(seq.upper()):
+            if base in "ACGT":
+                values += [v for b, v in zip("ACGT", means[pos]) if b != base and np.isfinite(v)]
+    values = np.sort(np.array(values))
+    assert table.totals[-1] == len(values) and table.totals[:-1].sum() < len(values)  # contig ends: no context
+    for q in (0.01, 0.25, 0.5, 0.9):
+        x = values[int(q * len(values))]
+        exact = np.mean(values < x)
+        assert abs(float(table.rank_fraction(np.array([x]))[0]) - exact) <= np.mean(np.abs(values - x) < 0.01) + 1e-9
+    assert table.phred(np.array([0.1]))[0] == pytest.approx(10.0) and table.phred(np.array([0.001]))[0] > 29.9
+    assert len(CONTEXTS) == 64 and CONTEXTS[0] == "AAA"
+
+
+# --------------------------------------------------------------------------- resumable
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.name != store.MANIFEST}
+
+
+def test_time_limit_stops_and_resume_gives_byte_identical_files(data, tmp_path):
+    out, whole = tmp_path / "resumed", tmp_path / "whole"
+    sg.run(options(data["fasta"], whole, data["model"], batch_size=16))
+    first = sg.run(options(data["fasta"], out, data["model"], time_limit=1e-9, batch_size=16))
+    assert not first.complete and first.stopped == "time-limit" and not out.exists()
+    assert os.listdir(Path(store.partial_dir(str(out))) / store.SEGMENTS)  # work kept for --resume
+    journal = json.loads((Path(store.partial_dir(str(out))) / store.JOURNAL).read_text())
+    assert journal["stopped"]["reason"] == "time-limit" and journal["stopped"]["segments_saved"] >= 1
+    rounds = 1
+    while not out.exists():
+        rounds += 1
+        sg.run(options(data["fasta"], out, data["model"], time_limit=1e-9, resume=True, batch_size=16))
+    assert rounds > 3  # several stops, each after one batch of blocks
+    assert _files(out) == _files(whole)
+    with pytest.raises(UsageError, match="exists"):
+        sg.run(options(data["fasta"], out, data["model"]))
+    assert sg.run(options(data["fasta"], out, data["model"], resume=True)).complete  # nothing left to do
+
+
+def test_resume_refuses_other_settings(data, tmp_path):
+    out = tmp_path / "o"
+    sg.run(options(data["fasta"], out, data["model"], time_limit=1e-9))
+    with pytest.raises(UsageError, match="settings differs"):
+        sg.run(options(data["fasta"], out, data["model"], resume=True, max_n_frac=0.2))
+    with pytest.raises(UsageError, match="unfinished run"):
+        sg.run(options(data["fasta"], out, data["model"]))
+    assert sg.run(options(data["fasta"], out, data["model"], force=True)).complete
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_at_a_block_boundary_and_resume_completes(data, tmp_path, signum, code):
+    fasta = write_fasta(tmp_path / "big.fa", {"c": random_dna(30_000, seed=4)})
+    out = tmp_path / "o"
+    command = [sys.executable, "-m", "genomelm", "score-genome", str(fasta), "-o", str(out), "--model"]
+    command += [str(data["model"]), "--context", "40", "--stride", "24", "-b", "2", "--threads", "1", "--writers", "1"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    tracks_dir = Path(store.partial_dir(str(out))) / store.TRACK_DIR
+    deadline = time.monotonic() + 60
+    while not tracks_dir.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code, stderr
+    assert "--resume" in stderr and not out.exists()
+    done = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    whole = tmp_path / "whole"
+    sg.run(options(fasta, whole, data["model"], batch_size=2, writers=1))
+    assert _files(out) == _files(whole)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_regions_limit_the_values(data, tmp_path):
+    out = tmp_path / "r"
+    summary = sg.run(options(data["fasta"], out, data["model"], regions=["chr1:101-200", "chr2"]))
+    assert summary.bases == 100 + 300
+    llr = track_values(out, "llr_C", "chr1", 1500)
+    assert np.isnan(llr[:100]).all() and np.isnan(llr[200:]).all() and np.isfinite(llr[100:200]).all()
+    np.testing.assert_array_equal(llr[100:200], track_values(data["store"], "llr_C", "chr1", 1500)[100:200])
+    with tracks.TrackReader(store.track_file(str(out), "llr_C")) as reader:
+        assert set(reader.contigs) == {"chr1", "chr2"}
+    with pytest.raises(InputError, match="did you mean 'chr1'"):
+        sg.run(options(data["fasta"], tmp_path / "x", data["model"], regions=["1:1-10"]))
+    with pytest.raises(InputError, match="outside"):
+        sg.run(options(data["fasta"], tmp_path / "x", data["model"], regions=["chr2:1-400"]))
+    assert not (tmp_path / "x").exists() and not os.path.exists(store.partial_dir(str(tmp_path / "x")))
+
+
+def test_fasta_in_a_read_only_directory(data, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    fasta = write_fasta(folder / "g.fa", {"c": random_dna(200, seed=8)})
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        assert sg.run(options(fasta, tmp_path / "o", data["model"])).complete
+    finally:
+        folder.chmod(stat.S_IRWXU)
+
+
+def test_many_short_contigs_and_the_bigwig_contig_limit(data, tmp_path, monkeypatch):
+    fasta = write_fasta(tmp_path / "many.fa", {f"ctg{i}": random_dna(30, seed=i) for i in range(300)})
+    summary = sg.run(options(fasta, tmp_path / "o", data["model"]))
+    assert summary.complete and summary.segments == 300
+    with tracks.TrackReader(store.track_file(str(tmp_path / "o"), "llr_A")) as reader:
+        assert len(reader.contigs) == 300
+    monkeypatch.setattr(tracks, "MAX_CONTIGS", 100)
+    with pytest.raises(UsageError, match="300 contigs"):
+        sg.run(options(fasta, tmp_path / "o2", data["model"]))
+
+
+def test_cli_exit_codes(data, tmp_path):
+    base = ["score-genome", str(data["fasta"]), "--model", str(data["model"]), "--context", "40", "--stride", "24"]
+    assert runner.invoke(app, [*base, "-o", str(data["store"])]).exit_code == 2  # exists
+    assert runner.invoke(app, [*base, "-o", str(tmp_path / "a"), "--resume"]).exit_code == 2  # nothing to resume
+    assert runner.invoke(app, [*base, "-o", str(tmp_path / "a"), "-r", "chrZ"]).exit_code == 1
+    assert runner.invoke(app, [*base, "-o", str(tmp_path / "a"), "--time-limit", "x"]).exit_code == 2
+    missing = ["score-genome", str(tmp_path / "no.fa"), "-o", str(tmp_path / "b"), "--model", str(data["model"])]
+    assert runner.invoke(app, missing).exit_code == 1
+    result = runner.invoke(app, [*base, "-o", str(tmp_path / "c"), "--time-limit", "0.000001s", "-b", "1"])
+    assert result.exit_code == 0 and not (tmp_path / "c").exists()
+
+
+def test_one_thread_equals_two_and_batch_sizes_agree(data, tmp_path):
+    out = tmp_path / "b1"
+    sg.run(options(data["fasta"], out, data["model"], batch_size=1, threads=2, writers=1, regions=["chr2"]))
+    for track in ("llr_A", "surprise"):
+        np.testing.assert_allclose(
+            track_values(out, track, "chr2", 300), track_values(data["store"], track, "chr2", 300), rtol=1e-5, atol=1e-6
+        )
+
+
+# --------------------------------------------------------------------------- lookup (score-variants --precomputed)
+
+
+def _mixed_vcf(path: Path, genome: dict[str, str]) -> Path:
+    """Every SNV of chr2 and of chr1's ends and N run, plus records the store cannot hold."""
+    header = pysam.VariantHeader()
+    for name in genome:
+        header.contigs.add(name, length=len(genome[name]))
+    header.contigs.add("chrZ", length=100)
+    c1 = genome["chr1"].upper()
+    rows = [("chr1", p) for p in [*range(0, 30), *range(580, 650), *range(1470, 1500)]]
+    rows += [("chr2", p) for p in range(300)] + [("chrT", 0), ("chrE", 0), ("chrE", 1)]
+    with pysam.VariantFile(str(path), "w", header=header) as handle:
+        for contig, pos in rows:
+            base = genome[contig][pos].upper()
+            alts = tuple(b for b in "ACGT" if b != base) if base in "ACGT" else ("A",)
+            handle.write(handle.new_record(contig=contig, start=pos, stop=pos + 1, alleles=(base, *alts)))
+        for contig, start, alleles in [
+            ("chr1", 40, (c1[40:43], c1[40])),  # deletion: not_snv
+            ("chr1", 50, ("T" if c1[50] != "T" else "A", "C")),  # REF differs from the FASTA
+            ("chrZ", 5, ("A", "G")),  # contig_missing
+        ]:
+            handle.write(handle.new_record(contig=contig, start=start, stop=start + len(alleles[0]), alleles=alleles))
+    return path
+
+
+def _records(path) -> list:
+    with pysam.VariantFile(str(path)) as handle:
+        return [(r.chrom, r.pos, r.ref, r.alts, dict(r.info)) for r in handle]
+
+
+def assert_same_annotations(got: list, expected: list) -> None:
+    """Same records, same INFO keys (and SKIP values), numbers equal to float rounding."""
+    assert len(got) == len(expected)
+    for (*site, info), (*site_expected, info_expected) in zip(got, expected):
+        assert site == site_expected and set(info) == set(info_expected), (site, info, info_expected)
+        for key, value in info.items():
+            if isinstance(value, str):
+                assert value == info_expected[key], (site, key)
+            else:
+                np.testing.assert_allclose(np.array(value, float), np.array(info_expected[key], float), 1e-5, 1e-5)
+
+
+def test_lookup_gives_the_same_info_as_computing(data, tmp_path):
+    vcf_path = _mixed_vcf(tmp_path / "mixed.vcf", _genome())
+    computed = scored_by_score_variants(data, vcf_path)
+    looked = vcf_path.with_suffix(".looked.vcf")
+    base = dict(input=str(vcf_path), fasta=str(data["fasta"]), output=str(looked))
+    summary = sv.run(sv.ScoreVariantsOptions(**base, precomputed=str(data["store"])))
+    assert summary.forward_passes == 0
+    records = _records(looked)
+    assert_same_annotations(records, [(c, p + 1, r, a, i) for c, p, r, a, i in computed])
+    skips = {info.get("GLM_SKIP") for *_, info in records}
+    assert {"not_snv", "ref_mismatch", "contig_missing", "n_in_context", "no_context"} <= skips
+
+
+def test_lookup_outside_the_store_and_bad_stores(data, tmp_path):
+    partial = tmp_path / "part"
+    sg.run(options(data["fasta"], partial, data["model"], regions=["chr2:1-100"]))
+    vcf_path = _mixed_vcf(tmp_path / "mixed.vcf", _genome())
+    out = tmp_path / "o.vcf"
+    base = dict(input=str(vcf_path), fasta=str(data["fasta"]), output=str(out))
+    sv.run(sv.ScoreVariantsOptions(**base, precomputed=str(partial)))
+    by_site = {(c, p): info for c, p, _, _, info in _records(out)}
+    assert "GLM_LLR" in by_site[("chr2", 50)] and by_site[("chr2", 150)]["GLM_SKIP"] == "not_in_precomputed"
+    other = write_fasta(tmp_path / "other.fa", {**_genome(), "chr2": random_dna(301, seed=2)})
+    with pytest.raises(InputError, match="contig chr2 has length 301"):
+        sv.run(sv.ScoreVariantsOptions(**{**base, "fasta": str(other)}, precomputed=str(data["store"])))
+    other_model = save_model(tiny_model(seed=5), tmp_path / "other-model")
+    with pytest.raises(UsageError, match="not the model of"):
+        sv.run(sv.ScoreVariantsOptions(**base, precomputed=str(data["store"]), model=str(other_model)))
+    with pytest.raises(UsageError, match="llr values only"):
+        sv.run(sv.ScoreVariantsOptions(**base, precomputed=str(data["store"]), methods=["llr", "delta-ll"]))
+    with pytest.raises(UsageError, match="--stride 7"):
+        sv.run(sv.ScoreVariantsOptions(**base, precomputed=str(data["store"]), stride=7))
+    with pytest.raises(InputError, match="not a finished score-genome store"):
+        sv.run(sv.ScoreVariantsOptions(**base, precomputed=str(tmp_path)))
+    assert not out.with_name("o2.vcf").exists()
+
+
+def test_calibration_adds_ranks_and_phred(data, tmp_path):
+    vcf_path = _mixed_vcf(tmp_path / "mixed.vcf", _genome())
+    out = tmp_path / "c.vcf"
+    result = runner.invoke(
+        app,
+        ["score-variants", str(vcf_path), "-f", str(data["fasta"]), "-o", str(out)]
+        + ["--precomputed", str(data["store"]), "--calibration", str(data["store"])],
+    )
+    assert result.exit_code == 0, result.output
+    table = CalibrationTable(store.load_arrays(str(data["store"] / store.CALIBRATION))["counts"])
+    checked = 0
+    for contig, pos, _, _, info in _records(out):
+        if "GLM_LLR" not in info:
+            assert "GLM_LLR_PCT" not in info
+            continue
+        pct, phred = np.array(info["GLM_LLR_PCT"], float), np.array(info["GLM_LLR_PHRED"], float)
+        np.testing.assert_allclose(pct, table.rank_fraction(np.array(info["GLM_LLR"], float)), atol=1e-4)
+        np.testing.assert_allclose(phred, -10 * np.log10(np.maximum(pct, 1 / table.totals[-1])), rtol=1e-5, atol=1e-4)
+        seq = _genome()[contig].upper()
+        known = 1 < pos < len(seq) and set(seq[pos - 2 : pos + 1]) <= set("ACGT")  # pos is 1-based
+        assert ("GLM_LLR_PCT_CTX" in info) == known, (contig, pos)
+        checked += 1
+    assert checked > 300
+    computed = tmp_path / "computed.vcf"
+    sv.run(
+        sv.ScoreVariantsOptions(
+            str(vcf_path),
+            str(data["fasta"]),
+            str(computed),
+            model=str(data["model"]),
+            context=CONTEXT,
+            stride=STRIDE,
+            batch_size=3,
+            calibration=str(data["store"]),
+        )
+    )
+    assert_same_annotations(_records(computed), _records(out))
+    other_model = save_model(tiny_model(seed=5), tmp_path / "other-model")
+    with pytest.raises(UsageError, match="not the model of"):
+        sv.run(
+            sv.ScoreVariantsOptions(
+                str(vcf_path), str(data["fasta"]), str(computed), model=str(other_model), calibration=str(data["store"])
+            )
+        )
+
+
+def test_dense_passes_equal_block_log_probs(data):
+    """score-genome's device-side passes for whole blocks = the engine's block_log_probs."""
+    from genomelm.formats.checkpoint import load_model
+    from genomelm.variants import Reference, block_log_probs, open_fasta
+    from genomelm.variants.genome import GenomeScorer, dense_block_log_probs
+    from genomelm.variants.llr import LlrTiling
+
+    model, tiling, device = load_model(str(data["model"])), LlrTiling(CONTEXT, STRIDE), torch.device("cpu")
+    with open_fasta(str(data["fasta"])) as fasta:
+        reference = Reference(fasta)
+        for contig, blocks in (("chr1", [0, 1, 7, 30, 62]), ("chrE", [0]), ("chr2", [12])):
+            length = reference.length(contig)
+            engine = block_log_probs(model, reference, contig, blocks, tiling, device=device, batch_size=2)
+            scorer = GenomeScorer(model, reference, tiling, device, "fp32", 2, 1.0)
+            for expected, (forward, reverse) in zip(engine, dense_block_log_probs(scorer, contig, blocks, length)):
+                np.testing.assert_allclose(forward, expected.forward, rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(reverse, expected.reverse, rtol=1e-5, atol=1e-6)
+                assert (np.isnan(forward).any(1) == ~expected.has_forward).all()
+
+
+# --------------------------------------------------------------------------- torchrun
+
+
+def test_torchrun_two_gloo_processes_write_the_single_process_files(data, tmp_path):
+    out = tmp_path / "ranks"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517"]
+    command += ["-m", "genomelm", "score-genome", str(data["fasta"]), "-o", str(out), "--model", str(data["model"])]
+    command += ["--context", str(CONTEXT), "--stride", str(STRIDE), "-b", "3", "--writers", "2", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = [a if a != str(out) else str(tmp_path / "single") for a in command[command.index("-m", 3) :]]
+    done = subprocess.run([sys.executable, *single], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _files(out) == _files(tmp_path / "single")  # byte for byte (same threads: same rounding)
+
+
+def test_plot_tracks_example_draws_a_region(data, tmp_path):
+    pytest.importorskip("matplotlib", reason="install the [plot] extra")
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "plot_tracks.py"
+    spec = importlib.util.spec_from_file_location("plot_tracks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "t.png"
+    module.plot(str(data["store"]), "chr2:11-250", str(out), [(100, "here")], None)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_torchrun_embed_two_gloo_processes_equal_one(data, tmp_path):
+    from safetensors import safe_open
+
+    fasta = write_fasta(tmp_path / "e.fa", {"a": random_dna(700, seed=1), "b": random_dna(260, seed=2)})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    args = ["-m", "genomelm", "embed", str(fasta), "--model", str(data["model"]), "--window", "100", "-b", "2"]
+    args += ["--device", "cpu", "--pooling"]
+    for pooling in ("mean", "none"):
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29518"]
+        ranks, single = tmp_path / f"ranks-{pooling}.st", tmp_path / f"single-{pooling}.st"
+        for command in (
+            torchrun + args + [pooling, "-o", str(ranks)],
+            [sys.executable, *args, pooling, "-o", str(single)],
+        ):
+            done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+            assert done.returncode == 0, done.stderr[-3000:]
+        with safe_open(str(ranks), "np") as a, safe_open(str(single), "np") as b:
+            assert a.keys() == b.keys() and "batch" not in a.keys()
+            for key in a.keys():
+                np.testing.assert_array_equal(a.get_tensor(key), b.get_tensor(key))
+            assert a.metadata()["contigs"] == b.metadata()["contigs"]
+        assert sorted(p.name for p in tmp_path.glob("*.part")) == []
