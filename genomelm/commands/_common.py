@@ -4,6 +4,7 @@ set_threads is re-exported here only for score_variants, which imports it from t
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import torch
@@ -15,6 +16,28 @@ from genomelm.runtime import select_device as _runtime_device
 from genomelm.runtime import set_threads  # noqa: F401  (re-exported for score_variants)
 
 log = get_logger(__name__)
+
+
+MALLOC_ENV_VAR = "GENOMELM_CPU_MALLOC"  # "0": leave glibc's allocator settings alone
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (glibc malloc.h)
+_KEEP_FREED_BYTES = 2**31 - 1  # (mallopt takes a C int) keep up to 2 GB of freed heap for reuse
+
+
+def reuse_freed_memory() -> bool:
+    """glibc: serve large blocks from the heap and keep freed ones for reuse; True when applied.
+
+    By default glibc maps every block over 32 MB afresh from the kernel and unmaps it on free, so each
+    (B, L, 4D) buffer of a 32k-token forward is paid again in page faults: the quick start spent more system
+    time there than computing (benchmarks/cpu_quickstart.py). A command process runs one model, so keeping its
+    memory costs nothing. GENOMELM_CPU_MALLOC=0 opts out; other C libraries (no mallopt) are left as they are.
+    """
+    if os.environ.get(MALLOC_ENV_VAR, "1").strip() == "0":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded in this process
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_FREED_BYTES))
 
 
 def select_device(name: str, conv_backend: str | None = None) -> torch.device:
@@ -34,6 +57,8 @@ def load_inference_model(
 ) -> HyenaDNA:
     """Load ``--model`` for inference: eval mode, on ``device``, with the requested conv backend."""
     check_conv_backend(conv_backend, device)
+    if device.type == "cpu":
+        reuse_freed_memory()
     model = load_model(spec, trust_checkpoint=trust_checkpoint, filter_shift=filter_shift)
     model.set_conv_backend(conv_backend)
     return model.eval().to(device)

@@ -20,6 +20,7 @@ import warnings
 
 import torch
 
+from genomelm.kernels.fftconv_cpu import hyena_mix_cpu, map_row_blocks
 from genomelm.kernels.fftconv_ref import fft_size, fftconv_ref, hyena_mix_ref
 from genomelm.kernels.layer_norm_ref import add_layer_norm_ref
 
@@ -47,7 +48,9 @@ __all__ = [
     "fftconv",
     "fftconv_ref",
     "hyena_mix",
+    "hyena_mix_cpu",
     "hyena_mix_ref",
+    "map_row_blocks",
     "resolve_backend",
     "use_fast_mode",
 ]
@@ -158,6 +161,8 @@ def hyena_mix(projected, short_weight, short_bias, k, D, backend: str | None = N
     if resolve_backend(backend, projected.device) == "cuda":
         fast = use_fast_mode(projected.dtype, projected.shape[1], needs_grad(projected, short_weight, short_bias, k, D))
         return _fused_module(0).hyena_mix(projected, short_weight, short_bias, k, D, fast=fast)
+    if projected.device.type == "cpu" and not torch.is_grad_enabled():
+        return hyena_mix_cpu(projected, short_weight, short_bias, k, D)  # the reference, bitwise, in less memory
     return hyena_mix_ref(projected, short_weight, short_bias, k, D)
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from genomelm.errors import UsageError
-from genomelm.kernels import add_layer_norm, hyena_mix
+from genomelm.kernels import add_layer_norm, hyena_mix, map_row_blocks
 from genomelm.model.config import HyenaConfig
 
 
@@ -153,7 +153,12 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(d_model, d_inner)
         self.fc2 = nn.Linear(d_inner, d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
+        if x.device.type == "cpu" and x.is_contiguous() and not torch.is_grad_enabled():
+            return map_row_blocks(self._project, x)  # CPU inference: 16 MB slices, not 256 MB buffers (same values)
+        return self._project(x)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(nn.functional.gelu(self.fc1(x), approximate="tanh"))
 
 

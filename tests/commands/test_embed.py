@@ -195,3 +195,19 @@ def test_console_script_subprocess(genome, tmp_path, tiny_model_dir):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     assert read(out)[0]["embeddings"].shape == (3 + 2, 16)
+
+
+def test_windows_run_by_length_keep_order_and_values_of_a_padded_batch(tiny_model_dir):
+    """Equal-length groups (no padding) give the padded batch's embeddings: bitwise for the longest windows,
+    within fp32 rounding for shorter ones (their FFTs are sized to their own length now)."""
+    model = load_model(str(tiny_model_dir)).eval()
+    tokenizer = CharTokenizer()
+    ids = [tokenizer.encode(random_dna(n, seed=n)) for n in (200, 57, 200, 120, 57)]
+    assert embed._same_length_groups(ids) == [[0, 2], [3], [1, 4]]
+    opts = embed.EmbedOptions(fasta="-", output="x")
+    with torch.no_grad():
+        grouped = embed._pooled(model, ids, torch.device("cpu"), opts, reverse=False)
+        padded = embed._pooled_padded(model, ids, torch.device("cpu"), opts, reverse=False)
+    for i, (got, expected) in enumerate(zip(grouped, padded)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=f"window {i}")
+    assert np.array_equal(grouped[0], padded[0]) and np.array_equal(grouped[2], padded[2])
