@@ -170,3 +170,9 @@ def test_help_and_version_are_fast_and_do_not_import_torch():
     proc = subprocess.run([sys.executable, "-m", "genomelm", "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == __import__("genomelm").__version__
     assert time.perf_counter() - started < 5  # well under a second on a warm machine; generous for CI
+
+
+def test_importing_the_kernels_does_not_load_the_compiler():
+    """torch._dynamo costs ~1 s and 70 MB at start-up: only a run that compiles (--compile) should pay it."""
+    code = "import sys, genomelm.kernels, genomelm.model.lm; assert 'torch._dynamo' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -51,6 +51,7 @@ __all__ = [
     "hyena_mix_cpu",
     "hyena_mix_ref",
     "map_row_blocks",
+    "prepare_for_compile",
     "resolve_backend",
     "use_fast_mode",
 ]
@@ -59,10 +60,30 @@ _warned_fallback = False
 _fused: list = []  # after the first import attempt: [fftconv_cuda or None, layer_norm_cuda or None, reason]
 
 
+_TRACEABLE_CONSTANTS: list[str] = []  # names of the functions prepare_for_compile() wraps
+
+
 def _traceable_constant(fn):
-    """torch.compile treats fn's result as a constant of the traced graph (it reads the environment)."""
+    """Mark fn (it reads the environment) for prepare_for_compile(); the function itself is returned as is."""
+    _TRACEABLE_CONSTANTS.append(fn.__name__)
+    return fn
+
+
+def prepare_for_compile() -> None:
+    """Let torch.compile treat the marked functions' results as constants of the traced graph (no graph break).
+
+    Done on demand, before compiling, not at import: torch.compiler.assume_constant_result loads torch._dynamo,
+    about 1 s and 70 MB at the start of every command, most of which never compile. Idempotent.
+    """
     compiler = getattr(torch, "compiler", None)
-    return compiler.assume_constant_result(fn) if hasattr(compiler, "assume_constant_result") else fn
+    if not hasattr(compiler, "assume_constant_result"):
+        return
+    namespace = globals()
+    for name in _TRACEABLE_CONSTANTS:
+        if not getattr(namespace[name], "_genomelm_constant", False):
+            wrapped = compiler.assume_constant_result(namespace[name])
+            wrapped._genomelm_constant = True
+            namespace[name] = wrapped
 
 
 def _cuda_backend():

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from genomelm.errors import UsageError
-from genomelm.kernels import add_layer_norm, compile_requested, resolve_backend
+from genomelm.kernels import add_layer_norm, compile_requested, prepare_for_compile, resolve_backend
 from genomelm.log import get_logger
 from genomelm.model.config import HyenaConfig
 from genomelm.model.hyena import Block
@@ -151,6 +151,8 @@ class HyenaDNA(nn.Module):
         The fused kernels are torch custom ops, so a block traces as one graph; shapes are static (one compilation
         per input shape: fixed windows and passes compile once). The first call of each shape pays the compilation.
         """
+        if enabled:
+            prepare_for_compile()
         for layer in self.backbone.layers:
             if enabled:
                 layer.compile(dynamic=False)

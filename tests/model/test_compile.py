@@ -23,6 +23,7 @@ def _traced_block_matches_eager(model, device: torch.device) -> None:
     ids = torch.randint(7, 11, (2, 200), device=device)
     x = model.backbone.embeddings.to(device)(ids).detach()
     k = block.mixer.long_filter(200).detach()
+    kernels.prepare_for_compile()  # what Hyena.set_compile does before compiling
     compiled = torch.compile(block, backend="aot_eager", fullgraph=True, dynamic=False)
     inputs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
     outs = [fn(inp, inp * 0.5, k) for fn, inp in zip((compiled, block), inputs)]
