@@ -27,13 +27,8 @@ KEYS = ("GLM_LLR", "GLM_LLR_FWD", "GLM_LLR_REV", "GLM_DLL", "GLM_DLL_MEAN", "GLM
 
 
 @pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny models run fastest on one thread, and extra threads spin on a loaded CI machine."""
-    before = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _every_test_on_one_thread(one_thread):
+    """Every test here uses conftest's one_thread fixture."""
 
 
 def _chr1() -> str:
