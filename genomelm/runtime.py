@@ -79,10 +79,21 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of ``size`` items (the last may be shorter)."""
+def check_batch_size(size: int) -> None:
+    """--batch-size, the same usage error in every command."""
     if size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {size}")
+
+
+def check_max_n_frac(fraction: float) -> None:
+    """--max-n-frac (the share of N a window may hold), the same usage error in every command."""
+    if not 0 <= fraction <= 1:
+        raise UsageError(f"--max-n-frac must be between 0 and 1, got {fraction}")
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last may be shorter)."""
+    check_batch_size(size)
     batch: list[T] = []
     for item in items:
         batch.append(item)

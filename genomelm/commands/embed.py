@@ -23,7 +23,16 @@ from genomelm.formats.atomic import check_output_file, refuse_overwriting_inputs
 from genomelm.formats.embeddings import EmbeddingWriter
 from genomelm.formats.fasta import FastaSource, Window, parse_regions
 from genomelm.log import get_logger, progress
-from genomelm.runtime import autocast, barrier, batched, distributed, pad_right, rank_device, set_threads
+from genomelm.runtime import (
+    autocast,
+    barrier,
+    batched,
+    check_batch_size,
+    distributed,
+    pad_right,
+    rank_device,
+    set_threads,
+)
 from genomelm.tokenizer import PAD_ID, CharTokenizer, reverse_complement_ids
 
 log = get_logger(__name__)
@@ -111,8 +120,7 @@ def _check_options(opts: EmbedOptions) -> None:
         raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got {opts.pooling!r}")
     if opts.output == "-":
         raise UsageError("embed writes a binary safetensors file: give -o PATH (not '-')")
-    if opts.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {opts.batch_size}")
+    check_batch_size(opts.batch_size)
     refuse_overwriting_inputs({"--output": opts.output}, [opts.fasta, opts.model, *(opts.regions or [])])
     check_output_file(opts.output)
 

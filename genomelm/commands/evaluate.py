@@ -29,7 +29,7 @@ from genomelm.errors import InputError, UsageError
 from genomelm.formats.atomic import check_output_file, refuse_overwriting_inputs, write_text
 from genomelm.formats.fasta import FastaSource, Region, Window, parse_regions
 from genomelm.log import get_logger, progress
-from genomelm.runtime import autocast, batched, pad_right, set_threads
+from genomelm.runtime import autocast, batched, check_batch_size, check_max_n_frac, pad_right, set_threads
 from genomelm.tokenizer import A_ID, N_ID, PAD_ID, T_ID, CharTokenizer, reverse_complement_ids
 
 log = get_logger(__name__)
@@ -138,10 +138,8 @@ def run(opts: EvaluateOptions) -> EvaluateSummary:
 
 
 def _check_options(opts: EvaluateOptions) -> None:
-    if opts.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {opts.batch_size}")
-    if not 0 <= opts.max_n_frac <= 1:
-        raise UsageError(f"--max-n-frac must be between 0 and 1, got {opts.max_n_frac}")
+    check_batch_size(opts.batch_size)
+    check_max_n_frac(opts.max_n_frac)
     if opts.json_output is not None:  # checked before the evaluation, not after it
         refuse_overwriting_inputs({"--json": opts.json_output}, [opts.fasta, opts.model, *(opts.regions or [])])
         check_output_file(opts.json_output, "--json")

@@ -31,7 +31,7 @@ from genomelm.formats.checkpoint import TRUNCATIONS, ClassifierMeta, load_classi
 from genomelm.formats.labels import Columns, LabelledRecord, class_index, iter_records
 from genomelm.formats.predictions import tsv_cell
 from genomelm.log import get_logger, progress
-from genomelm.runtime import batched, resolve_precision, set_threads
+from genomelm.runtime import batched, check_batch_size, resolve_precision, set_threads
 from genomelm.tokenizer import CharTokenizer
 
 log = get_logger(__name__)
@@ -112,8 +112,7 @@ def run(opts: PredictOptions) -> PredictSummary:
 
 
 def _check_options(opts: PredictOptions) -> None:
-    if opts.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {opts.batch_size}")
+    check_batch_size(opts.batch_size)
     if opts.truncate is not None and opts.truncate not in TRUNCATIONS:
         raise UsageError(f"--truncate must be one of {', '.join(TRUNCATIONS)}, got {opts.truncate!r}")
     outputs = {"--output": opts.output, "--metrics": opts.metrics}

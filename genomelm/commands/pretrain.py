@@ -26,7 +26,7 @@ from genomelm.errors import FormatError, InputError, UsageError
 from genomelm.formats.atomic import refuse_overwriting_inputs
 from genomelm.log import get_logger
 from genomelm.model.config import PRESETS
-from genomelm.runtime import PRECISION_CHOICES, set_threads
+from genomelm.runtime import PRECISION_CHOICES, check_max_n_frac, set_threads
 from genomelm.training import CHECKPOINT_DIR, close_distributed, init_distributed
 from genomelm.training.pretrainer import PretrainSummary, Trainer, accumulation_steps, model_config
 
@@ -151,8 +151,7 @@ def check_options(opts: PretrainOptions, world_size: int = 1) -> None:
         raise UsageError(f"--seq-len must be >= 2, got {opts.seq_len}")
     if opts.precision not in PRECISION_CHOICES:
         raise UsageError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {opts.precision!r}")
-    if not 0 <= opts.max_n_frac <= 1:
-        raise UsageError(f"--max-n-frac must be between 0 and 1, got {opts.max_n_frac}")
+    check_max_n_frac(opts.max_n_frac)
     if opts.lr <= 0 or opts.warmup_steps < 0 or opts.seqlen_warmup < 0 or opts.val_windows < 0:
         raise UsageError("--lr must be > 0; --warmup-steps, --seqlen-warmup and --val-windows must be >= 0")
     accumulation_steps(opts, world_size)

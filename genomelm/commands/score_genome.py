@@ -30,7 +30,7 @@ from genomelm.formats import genome_store as store
 from genomelm.formats.fasta import parse_regions
 from genomelm.formats.tracks import check_track_contigs
 from genomelm.log import get_logger, progress
-from genomelm.runtime import PRECISIONS, barrier, distributed, rank_device
+from genomelm.runtime import PRECISIONS, barrier, check_batch_size, check_max_n_frac, distributed, rank_device
 from genomelm.training import StopRequest
 from genomelm.variants import Reference, llr_tiling, open_fasta
 from genomelm.variants.genome import SEGMENT_BASES, GenomePlan, GenomeScorer, plan_genome
@@ -159,10 +159,8 @@ def _gather(opts: ScoreGenomeOptions, outdir: str, summary: ScoreGenomeSummary, 
 
 
 def _check_options(opts: ScoreGenomeOptions) -> None:
-    if opts.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {opts.batch_size}")
-    if not 0 <= opts.max_n_frac <= 1:
-        raise UsageError(f"--max-n-frac must be between 0 and 1, got {opts.max_n_frac}")
+    check_batch_size(opts.batch_size)
+    check_max_n_frac(opts.max_n_frac)
     if opts.time_limit is not None and opts.time_limit <= 0:
         raise UsageError(f"--time-limit must be > 0 seconds, got {opts.time_limit}")
     if not 0 <= opts.zoom_levels <= 10:

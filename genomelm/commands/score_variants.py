@@ -23,6 +23,7 @@ from genomelm.formats.atomic import refuse_overwriting_inputs
 from genomelm.formats.atomic import same_file as _same_file
 from genomelm.formats.fasta import parse_regions
 from genomelm.log import get_logger, progress
+from genomelm.runtime import check_batch_size, check_max_n_frac
 from genomelm.variants import (
     METHODS,
     SKIP_REASONS,
@@ -156,10 +157,8 @@ def _check_options(opts: ScoreVariantsOptions) -> None:
     _check_lookup_options(opts)
     if opts.on_ref_mismatch not in MISMATCH_POLICIES:
         raise UsageError(f"--on-ref-mismatch must be skip or error, got {opts.on_ref_mismatch!r}")
-    if opts.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {opts.batch_size}")
-    if not 0 <= opts.max_n_frac <= 1:
-        raise UsageError(f"--max-n-frac must be between 0 and 1, got {opts.max_n_frac}")
+    check_batch_size(opts.batch_size)
+    check_max_n_frac(opts.max_n_frac)
     vcf.check_info_prefix(opts.info_prefix)
     _check_paths(opts)
 
