@@ -15,6 +15,7 @@ from genomelm.training import (
     cosine_lr_factor,
     gather_objects,
     load_training_state,
+    make_optimizer,
     param_groups,
     portable_rng_state,
     save_checkpoint,
@@ -147,3 +148,48 @@ def test_gather_objects_single_process():
     from genomelm.training import DistInfo
 
     assert gather_objects({"a": 1}, DistInfo()) == [{"a": 1}]
+
+
+def _logits_after_a_fused_step(model, tokens, optimizer, between=lambda: None):
+    """Inference (filling the filter caches), one fused-AdamW step, inference again; returns (before, after)."""
+    model.eval()
+    with torch.no_grad():
+        before = model(tokens)
+    model.train() if between == "toggle" else None
+    loss = model(tokens).float().logsumexp(-1).mean()
+    loss.backward()
+    optimizer.step()
+    model.eval() if between == "toggle" else None
+    with torch.no_grad():
+        after = model(tokens)
+    return before, after
+
+
+def _fresh_logits(model, tokens):
+    """The same weights in a new model object: nothing cached."""
+    twin = tiny_model()
+    twin.load_state_dict(model.state_dict())
+    twin.eval()
+    with torch.no_grad():
+        return twin(tokens)
+
+
+def test_fused_adamw_step_does_not_leave_inference_filters_stale():
+    # torch's fused AdamW does not bump version counters; make_optimizer marks the parameters changed.
+    torch.manual_seed(0)
+    model = tiny_model()
+    tokens = torch.randint(7, 11, (2, 64))
+    optimizer = make_optimizer(model, lr=0.05, weight_decay=0.1, fused=True)
+    before, after = _logits_after_a_fused_step(model, tokens, optimizer)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, _fresh_logits(model, tokens), rtol=0, atol=0)
+
+
+def test_train_eval_cycle_forgets_cached_filters():
+    # An external loop with its own fused optimizer: the usual train()/eval() switch drops the cached filter.
+    torch.manual_seed(0)
+    model = tiny_model()
+    tokens = torch.randint(7, 11, (2, 64))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05, fused=True)
+    _, after = _logits_after_a_fused_step(model, tokens, optimizer, between="toggle")
+    torch.testing.assert_close(after, _fresh_logits(model, tokens), rtol=0, atol=0)

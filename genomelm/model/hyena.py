@@ -99,6 +99,13 @@ class HyenaFilter(nn.Module):
             self._filter_cache = cached
         return cached[1]
 
+    def train(self, mode: bool = True) -> HyenaFilter:
+        """Switching between training and evaluation also forgets the cached filter: an optimiser that changes
+        the weights without bumping their version counters (torch's fused AdamW) cannot leave it stale across
+        the usual train() / eval() cycle of a training loop."""
+        self._filter_cache = None
+        return super().train(mode)
+
     def _compute_filter(self, seq_len: int) -> torch.Tensor:
         z, t = self.pos_emb(seq_len)
         with torch.autocast(device_type=z.device.type, enabled=False):

@@ -7,6 +7,7 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd.graph import increment_version
 
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:
@@ -26,10 +27,23 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999)) -> torch.optim.AdamW:
-    """AdamW over ``param_groups`` (fused on CUDA when available)."""
-    fused = all(p.is_cuda for p in model.parameters() if p.requires_grad)
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, fused=fused or None)
+def make_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999), fused: bool | None = None
+) -> torch.optim.AdamW:
+    """AdamW over ``param_groups``; ``fused`` None = fused when every trained parameter is on CUDA."""
+    if fused is None:
+        fused = all(p.is_cuda for p in model.parameters() if p.requires_grad)
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, fused=fused or None)
+    if fused:
+        optimizer.register_step_post_hook(_mark_parameters_changed)
+    return optimizer
+
+
+def _mark_parameters_changed(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """The fused AdamW kernel updates parameters without bumping their in-place version counters (torch 2.x),
+    and the model's inference caches (HyenaFilter's filter, the CUDA backend's filter spectrum) are keyed on
+    those counters: without this, a validation pass after a step would reuse the filters of the previous one."""
+    increment_version([p for group in optimizer.param_groups for p in group["params"]])
 
 
 def cosine_lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.1) -> float:
