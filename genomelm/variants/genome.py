@@ -19,6 +19,8 @@ not A/C/G/T, a context with more N than --max-n-frac allows, a position outside 
 
 from __future__ import annotations
 
+import functools
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -148,10 +150,13 @@ class GenomeScorer:
         in progress is yielded up to its last queued block (k < blocks.stop), and nothing more follows."""
         parts: dict[int, _Part] = {}
         pending: deque[_Batch] = deque()
-        for index, blocks in self._batches(ranges):
+        pinned = torch.device(self.device).type == "cuda"
+        ring = [_Staging(pinned) for _ in range(self.in_flight + 1)]  # a slot is free again once collected
+        for count, (index, blocks) in enumerate(self._batches(ranges)):
             if index not in parts:
                 parts[index] = _Part(self.reference, self.tiling, *ranges[index])
-            pending.append(self._queue(index, blocks, self._prepare(parts[index], blocks)))
+            stage = ring[count % len(ring)]
+            pending.append(self._queue(index, blocks, self._prepare(parts[index], blocks, stage), stage))
             stopped = stop()
             while len(pending) > (0 if stopped else self.in_flight - 1):
                 yield from self._collect(pending.popleft(), parts, stopped and not pending)
@@ -165,27 +170,27 @@ class GenomeScorer:
             for first in range(blocks.start, blocks.stop, self.batch_size):
                 yield index, range(first, min(first + self.batch_size, blocks.stop))
 
-    def _prepare(self, part: _Part, blocks: range) -> tuple[list[_Strand], int]:
+    def _prepare(self, part: _Part, blocks: range, stage: _Staging) -> tuple[list[_Strand], int]:
         """Host side of a batch: its passes' token ids (N-heavy blocks are not run), both strands;
         and the number of positions of the batch."""
         stride, start = self.tiling.stride, blocks.start * self.tiling.stride
         live = [b for b in blocks if self._context_ok(part.contig, b, part.length)]
         spans = [_pass_spans(self.tiling, b, part.length) for b in live]
         refs = self.reference.ids(part.contig, start, min(blocks.stop * stride, part.length))  # (n,)
-        pinned = torch.device(self.device).type == "cuda"
         offsets = [b * stride - start for b in live]
         strands = []
         for strand in (0, 1):
             passes = [(part.contig, *pair[strand]) for pair in spans]
-            strands.append(_prepare_strand(self.reference, passes, offsets, refs, strand == 1, pinned))
+            put = functools.partial(stage.put, strand)
+            strands.append(_prepare_strand(self.reference, passes, offsets, refs, strand == 1, put))
         return strands, len(refs)
 
     @torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
-    def _queue(self, index: int, blocks: range, prepared: tuple[list[_Strand], int]) -> _Batch:
+    def _queue(self, index: int, blocks: range, prepared: tuple[list[_Strand], int], stage: _Staging) -> _Batch:
         """Queue a batch's passes and the copy of its (positions, 10) values back to the host."""
         strands, n = prepared
         values = torch.cat([_strand_values(self, strand, n) for strand in strands], dim=1)  # (n, 10)
-        return _Batch(index, blocks, *_to_host(values))
+        return _Batch(index, blocks, *_to_host(values, stage))
 
     def _collect(self, batch: _Batch, parts: dict, last: bool) -> Iterator[tuple[int, int, dict]]:
         """Wait for ``batch`` and place its values; yield its range when that is done (or ``last``)."""
@@ -214,10 +219,12 @@ class _Strand:
     dest: torch.Tensor  # (K,) int64: the batch position (0 = the batch's first base) of each row
 
 
-def _prepare_strand(reference: Reference, passes, offsets: list[int], refs, reverse: bool, pinned: bool) -> _Strand:
+def _prepare_strand(reference: Reference, passes, offsets: list[int], refs, reverse: bool, put=None) -> _Strand:
     """The token ids of a strand's passes (see _pass_spans) and where each output row goes in the
     batch: forward row i predicts the block's position missing + i, reverse row i position
-    count - 1 - i (its rows run from the right). ``refs``: the batch's reference ids (n,)."""
+    count - 1 - i (its rows run from the right). ``refs``: the batch's reference ids (n,) or None.
+    ``put(name, array)``: the array as a tensor in a reusable (pinned) buffer; default: a new tensor."""
+    put = put or (lambda _, array: torch.from_numpy(np.ascontiguousarray(array)))
     ids, rows, dest = [], [], []
     for (contig, lo, hi, first, end, missing), offset in zip(passes, offsets):
         if hi <= lo:
@@ -228,9 +235,9 @@ def _prepare_strand(reference: Reference, passes, offsets: list[int], refs, reve
         count = np.arange(end - first)
         dest.append(offset + (end - first - 1 - count if reverse else missing + count))
     where = np.concatenate(dest) if dest else np.empty(0, np.int64)
-    tokens = _host_tensor(_padded(ids), pinned) if ids else None
-    ref = None if refs is None else _host_tensor(refs[where].astype(np.uint8), pinned)
-    return _Strand(reverse, tokens, rows, ref, _host_tensor(where, pinned))
+    tokens = put("tokens", _padded(ids)) if ids else None
+    ref = None if refs is None else put("ref", refs[where].astype(np.uint8))
+    return _Strand(reverse, tokens, rows, ref, put("dest", where))
 
 
 def _padded(rows: list[np.ndarray]) -> np.ndarray:
@@ -241,10 +248,28 @@ def _padded(rows: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _host_tensor(array: np.ndarray, pinned: bool) -> torch.Tensor:
-    """``array`` as a CPU tensor, in page-locked memory for a non-blocking copy to the GPU."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    return tensor.pin_memory() if pinned else tensor
+class _Staging:
+    """Host buffers of one batch in flight, kept and reused (page-locked when the device is a GPU):
+    page-locking new memory for every batch cost the host more time than the batch's passes cost the
+    GPU (H200 host, 2026-12-02: about 8 ms per MB; see benchmarks/profile_genome.py)."""
+
+    def __init__(self, pinned: bool):
+        self.pinned = pinned
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def put(self, strand: int, name: str, array: np.ndarray) -> torch.Tensor:
+        """``array`` copied into this slot's buffer ``(strand, name)``; a tensor of its shape."""
+        out = self.empty((strand, name), array.shape, torch.from_numpy(array[:0]).dtype)
+        out.numpy()[...] = array
+        return out
+
+    def empty(self, key: tuple, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        count = math.prod(shape)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < count or buffer.dtype != dtype:  # grown rarely: sizes repeat
+            buffer = torch.empty(max(count, 1) * 5 // 4, dtype=dtype, pin_memory=self.pinned)
+            self._buffers[key] = buffer
+        return buffer[:count].view(shape)
 
 
 def _strand_values(scorer: GenomeScorer, strand: _Strand, n: int) -> torch.Tensor:
@@ -279,11 +304,11 @@ def _llr_rows(values: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
     return torch.cat([llr, ref_lp.float().masked_fill(~valid[:, None], float("nan"))], dim=1)
 
 
-def _to_host(values: torch.Tensor) -> tuple[torch.Tensor, object]:
-    """An asynchronous copy into pinned memory and the event that ends it (CPU: the tensor itself)."""
+def _to_host(values: torch.Tensor, stage: _Staging) -> tuple[torch.Tensor, object]:
+    """An asynchronous copy into the slot's pinned buffer and the event that ends it (CPU: the tensor)."""
     if not values.is_cuda:
         return values, None
-    host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+    host = stage.empty(("values",), tuple(values.shape), values.dtype)
     host.copy_(values, non_blocking=True)
     event = torch.cuda.Event()
     event.record()
@@ -373,7 +398,7 @@ def dense_block_log_probs(scorer: GenomeScorer, contig: str, blocks: list[int], 
     out = []
     for strand, reverse in ((0, False), (1, True)):
         passes = [(contig, *pair[strand]) for pair in spans]
-        prepared = _prepare_strand(scorer.reference, passes, [0] * len(passes), None, reverse, False)
+        prepared = _prepare_strand(scorer.reference, passes, [0] * len(passes), None, reverse)
         counts = [end - first if hi > lo else 0 for _, lo, hi, first, end, _ in passes]
         values = np.empty((0, 4))
         if prepared.tokens is not None:

@@ -447,7 +447,7 @@ def test_dense_passes_equal_block_log_probs(data):
                 assert (np.isnan(forward).any(1) == ~expected.has_forward).all()
 
 
-def _scored_ranges(data, in_flight: int, stop_after: int | None = None) -> list:
+def _scored_ranges(data, in_flight: int, stop_after: int | None = None, device: str = "cpu") -> list:
     from genomelm.formats.checkpoint import load_model
     from genomelm.variants import Reference, open_fasta
     from genomelm.variants.genome import GenomeScorer
@@ -461,8 +461,9 @@ def _scored_ranges(data, in_flight: int, stop_after: int | None = None) -> list:
 
     ranges = [("chr1", range(0, 20), [(100, 300)]), ("chr1", range(20, 63), None), ("chrE", range(0, 1), None)]
     with open_fasta(str(data["fasta"])) as fasta:
-        scorer = GenomeScorer(load_model(str(data["model"])), Reference(fasta), LlrTiling(CONTEXT, STRIDE), "cpu",
-                              "fp32", 3, 0.05, in_flight=in_flight)  # fmt: skip
+        model = load_model(str(data["model"])).to(device)
+        scorer = GenomeScorer(model, Reference(fasta), LlrTiling(CONTEXT, STRIDE), torch.device(device), "fp32", 3,
+                              0.05, in_flight=in_flight)  # fmt: skip
         return list(scorer.score_ranges(ranges, stop))
 
 
@@ -480,6 +481,18 @@ def test_queued_batches_and_stopping_keep_the_segments(data):
     assert len(stopped[1][2]["forward_llr"]) == 6 * STRIDE
     for key, array in stopped[1][2].items():  # a prefix of the whole range's (ref: with its flanks)
         np.testing.assert_array_equal(array, three[1][2][key][: len(array)])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_reused_pinned_buffers_on_the_gpu_give_the_cpu_values(data):
+    """On a GPU, queued batches pass through reused page-locked buffers: each range still gets the
+    values of one batch at a time, and the CPU's to float rounding."""
+    cpu, one, three = (_scored_ranges(data, n, device=d) for n, d in ((1, "cpu"), (1, "cuda"), (3, "cuda")))
+    for (_, _, expected), (_, _, single), (_, _, queued) in zip(cpu, one, three):
+        for key in expected:
+            np.testing.assert_array_equal(queued[key], single[key])
+            np.testing.assert_allclose(queued[key], expected[key], rtol=1e-4, atol=1e-4)
 
 
 def test_segment_saver_saves_in_order_and_reports_failures(tmp_path):
