@@ -33,7 +33,7 @@ from genomelm.log import get_logger, progress
 from genomelm.runtime import PRECISIONS, barrier, check_batch_size, check_max_n_frac, distributed, rank_device
 from genomelm.training import StopRequest
 from genomelm.variants import Reference, llr_tiling, open_fasta
-from genomelm.variants.genome import SEGMENT_BASES, GenomePlan, GenomeScorer, plan_genome
+from genomelm.variants.genome import SEGMENT_BASES, GenomePlan, GenomeScorer, SegmentSaver, plan_genome
 from genomelm.variants.genome_gather import gather_stores
 from genomelm.variants.genome_tracks import TrackWriterPool, WriterJob
 
@@ -280,32 +280,22 @@ def _writer_pool(opts, plan: GenomePlan, work: str) -> TrackWriterPool:
 
 
 def _score_segments(plan, scorer: GenomeScorer, work: str, stop, summary, rank: int, world: int, pool) -> None:
+    """Score this rank's missing block ranges (at most one per segment) and save each as a segment."""
     segment_dir = os.path.join(work, store.SEGMENTS)
     mine = [s for i, s in enumerate(plan.segments) if i % world == rank]
-    with progress("bp") as bar:
-        task = bar.add_task("score-genome", total=sum(_segment_bases(plan, s, scorer.tiling.stride) for s in mine))
-        for index, first, end in mine:
-            name = plan.contigs[index][0]
-            for lo, hi in _missing_ranges(segment_dir, index, first, end):
-                done = _score_range(scorer, plan, segment_dir, (index, name), range(lo, hi), stop)
-                bar.advance(task, (done - lo) * scorer.tiling.stride)
-                if stop():
-                    return
-            summary.segments_done += 1
+    jobs = [(index, lo, hi) for index, first, end in mine for lo, hi in _missing_ranges(segment_dir, index, first, end)]
+    summary.segments_done = len(mine) - len(jobs)
+    ranges = [(plan.contigs[i][0], range(lo, hi), plan.regions[plan.contigs[i][0]]) for i, lo, hi in jobs]
+    stride = scorer.tiling.stride
+    with progress("bp") as bar, SegmentSaver(segment_dir) as saver:
+        task = bar.add_task("score-genome", total=sum(_segment_bases(plan, s, stride) for s in mine))
+        for job, done, arrays in scorer.score_ranges(ranges, stop):
+            index, lo, hi = jobs[job]
+            saver.save(index, (lo, done), lo * stride, arrays)
+            bar.advance(task, (done - lo) * stride)
+            summary.segments_done += done == hi
             if pool is not None:
                 pool.check()
-
-
-def _score_range(scorer: GenomeScorer, plan, segment_dir: str, contig, blocks: range, stop) -> int:
-    """Score blocks and save them as one segment; returns the end block reached."""
-    index, name = contig
-    result = scorer.score(name, blocks, plan.regions[name], stop)
-    if result is None:
-        return blocks.start
-    done, arrays = result
-    start = blocks.start * scorer.tiling.stride
-    store.write_segment(segment_dir, index, (blocks.start, done), start, arrays)
-    return done
 
 
 def _segment_bases(plan: GenomePlan, segment, stride: int) -> int:

@@ -19,15 +19,20 @@ not A/C/G/T, a context with more N than --max-n-frac allows, a position outside 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import math
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from genomelm.errors import InputError
+from genomelm.formats import genome_store as store
 from genomelm.formats.fasta import Region, resolve_contig
-from genomelm.runtime import autocast, pad_right
+from genomelm.runtime import autocast
 from genomelm.tokenizer import A_ID, C_ID, G_ID, N_ID, PAD_ID, T_ID, reverse_complement_ids
 from genomelm.variants.llr import LlrTiling
 from genomelm.variants.reference import Reference
@@ -119,11 +124,15 @@ def _block_runs(spans: list[tuple[int, int]], stride: int) -> list[tuple[int, in
 
 
 # --------------------------------------------------------------------------- scoring segments
+#
+# The host never waits for the device except to read a batch's results: inputs go through pinned
+# memory with non-blocking copies (a copy from pageable memory synchronises the stream), and up to
+# ``in_flight`` batches stay queued, across segment boundaries, while the host lays out the oldest.
 
 
 @dataclass
 class GenomeScorer:
-    """Scores the blocks of a segment with the model, a batch of blocks at a time."""
+    """Scores runs of blocks with the model, a batch of blocks at a time."""
 
     model: object
     reference: Reference
@@ -132,48 +141,249 @@ class GenomeScorer:
     precision: str
     batch_size: int
     max_n_frac: float
+    in_flight: int = 3  # batches queued on the device while the host works on the oldest
 
-    def score(self, contig: str, blocks: range, spans, stop: Callable[[], bool]) -> tuple[int, dict] | None:
-        """Arrays of blocks [blocks.start, k) for the largest k <= blocks.stop reached before ``stop()``
-        says so (checked after each batch of blocks): (k, arrays), or None when no block was done.
-        ``spans``: the [start, end) spans to keep (None = all)."""
-        length = self.reference.length(contig)
-        start = blocks.start * self.tiling.stride
-        parts, done, pending = [], blocks.start, None
-        for first in range(blocks.start, blocks.stop, self.batch_size):
-            batch = range(first, min(first + self.batch_size, blocks.stop))
-            launched = self._launch(contig, batch, length)  # queued on the device ...
-            if pending is not None:
-                parts.append(pending.collect())  # ... while the host finishes the batch before
-            pending, done = launched, batch.stop
-            if stop():
-                break
-        if pending is None:
-            return None
-        parts.append(pending.collect())
-        end = min(done * self.tiling.stride, length)
-        arrays = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-        _keep_spans(arrays, start, end, spans)
-        arrays["ref"] = _ref_with_flanks(self.reference, contig, start, end)
-        return done, arrays
+    def score_ranges(self, ranges: list, stop: Callable[[], bool]) -> Iterator[tuple[int, int, dict]]:
+        """Score ``ranges`` — (contig, blocks: range, spans to keep or None) — in order; yield
+        (index into ranges, k, arrays) for each, the arrays of its blocks [blocks.start, k). ``stop()`` is
+        asked after each batch is queued: when it says so, the queued batches are finished, the range
+        in progress is yielded up to its last queued block (k < blocks.stop), and nothing more follows."""
+        parts: dict[int, _Part] = {}
+        pending: deque[_Batch] = deque()
+        pinned = torch.device(self.device).type == "cuda"
+        ring = [_Staging(pinned) for _ in range(self.in_flight + 1)]  # a slot is free again once collected
+        for count, (index, blocks) in enumerate(self._batches(ranges)):
+            if index not in parts:
+                parts[index] = _Part(self.reference, self.tiling, *ranges[index])
+            stage = ring[count % len(ring)]
+            pending.append(self._queue(index, blocks, self._prepare(parts[index], blocks, stage), stage))
+            stopped = stop()
+            while len(pending) > (0 if stopped else self.in_flight - 1):
+                yield from self._collect(pending.popleft(), parts, stopped and not pending)
+            if stopped:
+                return
+        while pending:
+            yield from self._collect(pending.popleft(), parts, False)
 
-    def _launch(self, contig: str, blocks: range, length: int) -> _Batch:
-        """Queue the passes of ``blocks`` (N-heavy ones are not run) and the copy of their llr back."""
-        ref = {b: self.reference.ids(contig, *self.tiling.block_span(b, length)) for b in blocks}
-        live = [b for b in blocks if self._context_ok(contig, b, length)]
-        spans = [_pass_spans(self.tiling, b, length) for b in live]
+    def _batches(self, ranges: list) -> Iterator[tuple[int, range]]:
+        for index, (_, blocks, _) in enumerate(ranges):
+            for first in range(blocks.start, blocks.stop, self.batch_size):
+                yield index, range(first, min(first + self.batch_size, blocks.stop))
+
+    def _prepare(self, part: _Part, blocks: range, stage: _Staging) -> tuple[list[_Strand], int]:
+        """Host side of a batch: its passes' token ids (N-heavy blocks are not run), both strands;
+        and the number of positions of the batch."""
+        stride, start = self.tiling.stride, blocks.start * self.tiling.stride
+        live = [b for b in blocks if self._context_ok(part.contig, b, part.length)]
+        spans = [_pass_spans(self.tiling, b, part.length) for b in live]
+        refs = self.reference.ids(part.contig, start, min(blocks.stop * stride, part.length))  # (n,)
+        offsets = [b * stride - start for b in live]
         strands = []
-        for strand, reverse in ((0, False), (1, True)):
-            passes = [(contig, *pair[strand]) for pair in spans]
-            values, counts = _strand_rows(self, passes, reverse)
-            strands.append(_Copy(_llr_rows(values, counts, passes, [ref[b] for b in live], reverse), counts, passes))
-        return _Batch(blocks, live, {b: len(ids) for b, ids in ref.items()}, strands)
+        for strand in (0, 1):
+            passes = [(part.contig, *pair[strand]) for pair in spans]
+            put = functools.partial(stage.put, strand)
+            strands.append(_prepare_strand(self.reference, passes, offsets, refs, strand == 1, put))
+        return strands, len(refs)
+
+    @torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
+    def _queue(self, index: int, blocks: range, prepared: tuple[list[_Strand], int], stage: _Staging) -> _Batch:
+        """Queue a batch's passes and the copy of its (positions, 10) values back to the host."""
+        strands, n = prepared
+        values = torch.cat([_strand_values(self, strand, n) for strand in strands], dim=1)  # (n, 10)
+        return _Batch(index, blocks, *_to_host(values, stage))
+
+    def _collect(self, batch: _Batch, parts: dict, last: bool) -> Iterator[tuple[int, int, dict]]:
+        """Wait for ``batch`` and place its values; yield its range when that is done (or ``last``)."""
+        batch.wait()
+        part = parts[batch.index]
+        part.place(batch)
+        if last or batch.blocks.stop == part.blocks.stop:
+            del parts[batch.index]
+            yield batch.index, batch.blocks.stop, part.finish(batch.blocks.stop)
 
     def _context_ok(self, contig: str, block: int, length: int) -> bool:
         """As score-variants decides per SNV (n_in_context, no_context): some context, few enough N."""
         left, right = self.tiling.context_span(block * self.tiling.stride, length)
         bases = right - left - 1
         return bases > 0 and self.reference.n_count(contig, left, right) <= self.max_n_frac * bases
+
+
+@dataclass
+class _Strand:
+    """One strand's passes of a batch, laid out on the host (pinned when the device is a GPU)."""
+
+    reverse: bool
+    tokens: torch.Tensor | None  # (B, L) uint8 token ids, right-padded with PAD; None: nothing to run
+    rows: list[tuple[int, int]]  # per pass run: [first, end) rows of its output that have context
+    ref: torch.Tensor | None  # (K,) uint8: the reference base's id at each of those rows
+    dest: torch.Tensor  # (K,) int64: the batch position (0 = the batch's first base) of each row
+
+
+def _prepare_strand(reference: Reference, passes, offsets: list[int], refs, reverse: bool, put=None) -> _Strand:
+    """The token ids of a strand's passes (see _pass_spans) and where each output row goes in the
+    batch: forward row i predicts the block's position missing + i, reverse row i position
+    count - 1 - i (its rows run from the right). ``refs``: the batch's reference ids (n,) or None.
+    ``put(name, array)``: the array as a tensor in a reusable (pinned) buffer; default: a new tensor."""
+    put = put or (lambda _, array: torch.from_numpy(np.ascontiguousarray(array)))
+    ids, rows, dest = [], [], []
+    for (contig, lo, hi, first, end, missing), offset in zip(passes, offsets):
+        if hi <= lo:
+            continue
+        seq = reference.ids(contig, lo, hi)
+        ids.append(reverse_complement_ids(seq) if reverse else seq)
+        rows.append((first, end))
+        count = np.arange(end - first)
+        dest.append(offset + (end - first - 1 - count if reverse else missing + count))
+    where = np.concatenate(dest) if dest else np.empty(0, np.int64)
+    tokens = put("tokens", _padded(ids)) if ids else None
+    ref = None if refs is None else put("ref", refs[where].astype(np.uint8))
+    return _Strand(reverse, tokens, rows, ref, put("dest", where))
+
+
+def _padded(rows: list[np.ndarray]) -> np.ndarray:
+    """(B, L) uint8 ids, right-padded with PAD as runtime.pad_right pads them (safe: causal model)."""
+    out = np.full((len(rows), max(len(r) for r in rows)), PAD_ID, dtype=np.uint8)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+class _Staging:
+    """Host buffers of one batch in flight, kept and reused (page-locked when the device is a GPU):
+    page-locking new memory for every batch cost the host more time than the batch's passes cost the
+    GPU (H200 host, 2026-12-02: about 8 ms per MB; see benchmarks/profile_genome.py)."""
+
+    def __init__(self, pinned: bool):
+        self.pinned = pinned
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def put(self, strand: int, name: str, array: np.ndarray) -> torch.Tensor:
+        """``array`` copied into this slot's buffer ``(strand, name)``; a tensor of its shape."""
+        out = self.empty((strand, name), array.shape, torch.from_numpy(array[:0]).dtype)
+        out.numpy()[...] = array
+        return out
+
+    def empty(self, key: tuple, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        count = math.prod(shape)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < count or buffer.dtype != dtype:  # grown rarely: sizes repeat
+            buffer = torch.empty(max(count, 1) * 5 // 4, dtype=dtype, pin_memory=self.pinned)
+            self._buffers[key] = buffer
+        return buffer[:count].view(shape)
+
+
+def _strand_values(scorer: GenomeScorer, strand: _Strand, n: int) -> torch.Tensor:
+    """(n, 5) float32 on the device: llr of A, C, G, T and log P(ref) at each batch position, NaN
+    where there is none (no context on this strand, block not run, reference not A/C/G/T)."""
+    out = torch.full((n, 5), float("nan"), dtype=torch.float32, device=scorer.device)
+    if strand.tokens is None:
+        return out
+    tokens = strand.tokens.to(scorer.device, non_blocking=True).long()  # (B, L)
+    values = _log_probs(scorer, tokens, strand.rows, strand.reverse)  # (K, 4)
+    code = strand.ref.to(scorer.device, non_blocking=True).long() - A_ID  # (K,)
+    return out.index_copy_(0, strand.dest.to(scorer.device, non_blocking=True), _llr_rows(values, code))
+
+
+def _log_probs(scorer: GenomeScorer, tokens: torch.Tensor, rows, reverse: bool) -> torch.Tensor:
+    """log P(A, C, G, T) (K, 4) float64 at the given rows of each pass (reverse: the columns of the
+    forward-strand bases), the same float64 log-softmax of the same float32 logits as block_log_probs."""
+    with autocast(scorer.device, scorer.precision):
+        hidden = scorer.model.hidden_states(tokens)  # (B, L, D)
+    picked = torch.cat([hidden[b, lo:hi] for b, (lo, hi) in enumerate(rows)]).float()  # (K, D)
+    log_probs = torch.log_softmax(scorer.model.lm_head(picked).double(), dim=-1)  # (K, V) float64
+    return log_probs[:, _REVERSE_COLUMNS if reverse else _FORWARD_COLUMNS]
+
+
+def _llr_rows(values: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """(K, 5) float32: the llr of A, C, G, T and log P(ref) at each row, NaN where the reference
+    (``code`` = id - A_ID) is not A/C/G/T. The llr is taken on the device (float64 difference, then
+    float32, as BlockLogProbs.snv_llr rounds it), so that only 20 bytes per position come back."""
+    valid = (code >= 0) & (code < 4)
+    ref_lp = values.gather(1, code.clamp(0, 3)[:, None])  # (K, 1)
+    llr = (values - ref_lp).float().masked_fill(~valid[:, None], float("nan"))  # (K, 4)
+    return torch.cat([llr, ref_lp.float().masked_fill(~valid[:, None], float("nan"))], dim=1)
+
+
+def _to_host(values: torch.Tensor, stage: _Staging) -> tuple[torch.Tensor, object]:
+    """An asynchronous copy into the slot's pinned buffer and the event that ends it (CPU: the tensor)."""
+    if not values.is_cuda:
+        return values, None
+    host = stage.empty(("values",), tuple(values.shape), values.dtype)
+    host.copy_(values, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return host, event
+
+
+@dataclass
+class _Batch:
+    """A batch of blocks of range ``index`` whose device work is queued."""
+
+    index: int
+    blocks: range
+    values: torch.Tensor  # (positions, 10) float32: forward llr A-T, log P(ref), the same reverse
+    event: object  # torch.cuda.Event, None on the CPU
+
+    def wait(self) -> None:
+        if self.event is not None:
+            self.event.synchronize()
+
+
+class _Part:
+    """The segment arrays of one range of blocks, filled batch by batch."""
+
+    def __init__(self, reference: Reference, tiling: LlrTiling, contig: str, blocks: range, spans):
+        self.reference, self.tiling, self.contig, self.blocks, self.spans = reference, tiling, contig, blocks, spans
+        self.length = reference.length(contig)
+        self.start = blocks.start * tiling.stride
+        n = min(blocks.stop * tiling.stride, self.length) - self.start
+        self.arrays = {f"{s}_llr": np.empty((n, 4), np.float32) for s in ("forward", "reverse")}
+        self.arrays.update({f"{s}_ref": np.empty(n, np.float32) for s in ("forward", "reverse")})
+
+    def place(self, batch: _Batch) -> None:
+        values = batch.values.numpy()  # (m, 10)
+        lo = batch.blocks.start * self.tiling.stride - self.start
+        for column, strand in ((0, "forward"), (5, "reverse")):
+            self.arrays[f"{strand}_llr"][lo : lo + len(values)] = values[:, column : column + 4]
+            self.arrays[f"{strand}_ref"][lo : lo + len(values)] = values[:, column + 4]
+
+    def finish(self, done: int) -> dict[str, np.ndarray]:
+        """The arrays of blocks [blocks.start, done), spans kept, with the reference and its flanks."""
+        end = min(done * self.tiling.stride, self.length)
+        arrays = {key: array[: end - self.start] for key, array in self.arrays.items()}
+        _keep_spans(arrays, self.start, end, self.spans)
+        arrays["ref"] = _ref_with_flanks(self.reference, self.contig, self.start, end)
+        return arrays
+
+
+class SegmentSaver:
+    """Saves segments (genome_store.write_segment) in order on a background thread, so that the
+    scoring loop keeps the device fed meanwhile; at most ``queued`` segments wait in memory."""
+
+    def __init__(self, directory: str, queued: int = 2):
+        self.directory, self.queued = directory, queued
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="segment-saver")
+        self._pending: deque = deque()
+
+    def save(self, contig_index: int, blocks: tuple[int, int], start: int, arrays: dict) -> None:
+        while self._pending and (self._pending[0].done() or len(self._pending) >= self.queued):
+            self._pending.popleft().result()  # raises a failed save's error here
+        write = store.write_segment
+        self._pending.append(self._thread.submit(write, self.directory, contig_index, blocks, start, arrays))
+
+    def flush(self) -> None:
+        """Wait until every segment given is on disk."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def __enter__(self) -> SegmentSaver:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            self.flush()
+        finally:
+            self._thread.shutdown(wait=True)
 
 
 def dense_block_log_probs(scorer: GenomeScorer, contig: str, blocks: list[int], length: int):
@@ -188,8 +398,14 @@ def dense_block_log_probs(scorer: GenomeScorer, contig: str, blocks: list[int], 
     out = []
     for strand, reverse in ((0, False), (1, True)):
         passes = [(contig, *pair[strand]) for pair in spans]
-        values, counts = _strand_rows(scorer, passes, reverse)
-        rows = np.split(values.cpu().numpy(), np.cumsum(counts)[:-1]) if blocks else []
+        prepared = _prepare_strand(scorer.reference, passes, [0] * len(passes), None, reverse)
+        counts = [end - first if hi > lo else 0 for _, lo, hi, first, end, _ in passes]
+        values = np.empty((0, 4))
+        if prepared.tokens is not None:
+            with torch.no_grad():
+                tokens = prepared.tokens.to(scorer.device).long()
+                values = _log_probs(scorer, tokens, prepared.rows, reverse).cpu().numpy()
+        rows = np.split(values, np.cumsum(counts)[:-1]) if blocks else []
         out.append([_in_order(r, p[-1], reverse) for r, p in zip(rows, passes)])
     return list(zip(*out))
 
@@ -206,103 +422,11 @@ def _pass_spans(tiling: LlrTiling, block: int, length: int):
     return forward, reverse
 
 
-@torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
-def _strand_rows(scorer: GenomeScorer, passes, reverse: bool) -> tuple[torch.Tensor, list[int]]:
-    """log P(A, C, G, T) (K, 4) float64, on the device, at the rows of one strand's passes (reverse:
-    columns for the forward-strand bases), and the number of rows of each pass (0: nothing to run)."""
-    ids, counts = [], []
-    for contig, lo, hi, first, end, _ in passes:
-        seq = scorer.reference.ids(contig, lo, hi) if hi > lo else np.empty(0, dtype=np.int64)
-        ids.append(reverse_complement_ids(seq) if reverse else seq)
-        counts.append(end - first if len(seq) else 0)
-    runnable = [j for j, seq in enumerate(ids) if len(seq)]
-    if not runnable:
-        return torch.empty((0, 4), dtype=torch.float64, device=scorer.device), counts
-    tokens, _ = pad_right([ids[j] for j in runnable], PAD_ID, scorer.device)  # (B, L)
-    with autocast(scorer.device, scorer.precision):
-        hidden = scorer.model.hidden_states(tokens)  # (B, L, D)
-    rows = [passes[j][3:5] for j in runnable]
-    picked = torch.cat([hidden[b, lo:hi] for b, (lo, hi) in enumerate(rows)]).float()  # (K, D)
-    log_probs = torch.log_softmax(scorer.model.lm_head(picked).double(), dim=-1)  # (K, V) float64
-    return log_probs[:, _REVERSE_COLUMNS if reverse else _FORWARD_COLUMNS], counts
-
-
-def _llr_rows(values: torch.Tensor, counts: list[int], passes, refs: list[np.ndarray], reverse: bool):
-    """(K, 5) float32 on the device: the llr of A, C, G, T and log P(ref) at each row, NaN where the
-    reference is not A/C/G/T. The llr is taken on the device (float64 difference, then float32, as
-    BlockLogProbs.snv_llr rounds it), so that only 20 bytes per position come back to the host."""
-    codes = []
-    for ref, one_pass, count in zip(refs, passes, counts):
-        code = ref.astype(np.int64) - A_ID  # (P,) block order
-        missing = one_pass[-1]
-        codes.append(code[:count][::-1] if reverse else code[missing : missing + count])
-    code = torch.as_tensor(np.concatenate(codes) if codes else np.empty(0, np.int64), device=values.device)
-    valid = (code >= 0) & (code < 4)
-    ref_lp = values.gather(1, code.clamp(0, 3)[:, None])  # (K, 1)
-    llr = (values - ref_lp).float().masked_fill(~valid[:, None], float("nan"))  # (K, 4)
-    return torch.cat([llr, ref_lp.float().masked_fill(~valid[:, None], float("nan"))], dim=1)
-
-
-class _Copy:
-    """One strand's rows on their way to the host: an asynchronous copy and the event that ends it."""
-
-    def __init__(self, rows: torch.Tensor, counts: list[int], passes):
-        self.counts, self.passes, self.event = counts, passes, None
-        if rows.is_cuda:
-            self.rows = torch.empty(rows.shape, dtype=rows.dtype, pin_memory=True)
-            self.rows.copy_(rows, non_blocking=True)
-            self.event = torch.cuda.Event()
-            self.event.record()
-        else:
-            self.rows = rows
-
-    def per_pass(self, reverse: bool) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(llr (P, 4), log P(ref) (P,)) float32 per pass, in block order."""
-        if self.event is not None:
-            self.event.synchronize()
-        out = []
-        for rows, one_pass in zip(np.split(self.rows.numpy(), np.cumsum(self.counts)[:-1]), self.passes):
-            ordered = _in_order(rows, one_pass[-1], reverse)
-            out.append((ordered[:, :4], ordered[:, 4]))
-        return out
-
-
-@dataclass
-class _Batch:
-    """A batch of blocks whose device work is queued."""
-
-    blocks: range
-    live: list[int]
-    sizes: dict[int, int]  # positions per block
-    strands: list[_Copy]  # forward, reverse
-
-    def collect(self) -> dict[str, np.ndarray]:
-        """Wait for the batch's copies and lay its values out as segment arrays."""
-        forward, reverse = self.strands[0].per_pass(False), self.strands[1].per_pass(True)
-        results = {b: (f, r) for b, f, r in zip(self.live, forward, reverse)}
-        parts = [_block_arrays(results.get(b), self.sizes[b]) for b in self.blocks]
-        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-
-
 def _in_order(rows: np.ndarray, missing: int, reverse: bool) -> np.ndarray:
     """A pass's rows in block order, with ``missing`` NaN rows where that strand has no context
     (before the rows forward; after them reverse, whose pass lists positions from the right)."""
     pad = np.full((missing, rows.shape[1]), np.nan, dtype=rows.dtype)
     return np.concatenate([rows[::-1], pad]) if reverse else np.concatenate([pad, rows])
-
-
-def _block_arrays(result, n: int) -> dict[str, np.ndarray]:
-    """The segment arrays of one block of ``n`` positions (NaN everywhere when it was not run)."""
-    if result is None:
-        nan4, nan = np.full((n, 4), np.nan, dtype=np.float32), np.full(n, np.nan, dtype=np.float32)
-        return {"forward_llr": nan4, "reverse_llr": nan4, "forward_ref": nan, "reverse_ref": nan}
-    (forward_llr, forward_ref), (reverse_llr, reverse_ref) = result
-    return {
-        "forward_llr": forward_llr,
-        "reverse_llr": reverse_llr,
-        "forward_ref": forward_ref,
-        "reverse_ref": reverse_ref,
-    }
 
 
 def _keep_spans(arrays: dict[str, np.ndarray], start: int, end: int, spans) -> None:

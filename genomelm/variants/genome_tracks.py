@@ -31,6 +31,7 @@ from genomelm.variants.calibration import CalibrationCounter
 _A_ID = 7
 _LN2 = float(np.log(2.0))
 CALIBRATION_JOB = "calibration"
+CALIBRATION_PROCESSES = 2  # the calibration counts, split by segment over this many processes
 POLL_SECONDS = 0.02
 
 
@@ -98,6 +99,7 @@ class WriterJob:
     plan: list[tuple[int, int, int]]  # (contig index in ``contigs``, first block, end block) in order
     tracks: list[str] = field(default_factory=list)  # genome_store.TRACKS names; CALIBRATION_JOB too
     zoom_levels: int = 0
+    shard: tuple[int, int] = (0, 1)  # calibration: this process counts segment i when i % shard[1] == shard[0]
 
 
 def run_writer_job(job: WriterJob, cancel) -> None:
@@ -127,18 +129,33 @@ def _write_tracks(job: WriterJob, cancel) -> None:
     names = [t for t in job.tracks if t != CALIBRATION_JOB]
     writers = {t: BigWigWriter(store.track_file(track_dir, t), job.contigs, job.zoom_levels) for t in names}
     counter = CalibrationCounter() if CALIBRATION_JOB in job.tracks else None
-    for contig, segment in _segments_in_order(job, cancel):
+    for i, (contig, segment) in enumerate(_segments_in_order(job, cancel)):
         scores = SegmentScores(segment)
         for name, writer in writers.items():
             writer.add(contig, scores.start, scores.track(name))
-        if counter is not None:
+        if counter is not None and i % job.shard[1] == job.shard[0]:
             counter.add(scores.mean_llr, scores.ref)
     if cancel.is_set():
         return
     for writer in writers.values():
         writer.close()
     if counter is not None:
-        store.save_arrays(os.path.join(track_dir, store.CALIBRATION), calibration_arrays(counter), compress=True)
+        np.save(_shard_file(job), counter.counts)
+
+
+def _shard_file(job: WriterJob) -> str:
+    return os.path.join(job.work_dir, store.TRACK_DIR, f"calibration-{job.shard[0]}.npy")
+
+
+def _save_calibration(jobs: list[WriterJob]) -> None:
+    """Sum the calibration shards' counts (integers: the sum is the same however they were split)."""
+    counter = CalibrationCounter()
+    for job in jobs:
+        if CALIBRATION_JOB in job.tracks:
+            counter.counts += np.load(_shard_file(job))
+            os.unlink(_shard_file(job))
+    path = os.path.join(jobs[0].work_dir, store.TRACK_DIR, store.CALIBRATION)
+    store.save_arrays(path, calibration_arrays(counter), compress=True)
 
 
 def calibration_arrays(counter: CalibrationCounter) -> dict[str, np.ndarray]:
@@ -173,10 +190,16 @@ def _segments_in_order(job: WriterJob, cancel):
 class TrackWriterPool:
     """Background processes that turn segments into bigWig files and the calibration table."""
 
-    def __init__(self, base: WriterJob, processes: int):
-        jobs = [list(store.TRACKS[i::processes]) for i in range(processes)]
-        jobs.append([CALIBRATION_JOB])  # a process of its own: counting costs as much as writing a track
-        self.jobs = [WriterJob(base.work_dir, base.contigs, base.plan, names, base.zoom_levels) for names in jobs]
+    def __init__(self, base: WriterJob, processes: int, calibration_processes: int = CALIBRATION_PROCESSES):
+        self.jobs = [
+            WriterJob(base.work_dir, base.contigs, base.plan, list(store.TRACKS[i::processes]), base.zoom_levels)
+            for i in range(processes)
+        ]
+        # processes of their own: counting a segment costs more than writing a track's values of it
+        self.jobs += [
+            WriterJob(base.work_dir, base.contigs, base.plan, [CALIBRATION_JOB], shard=(i, calibration_processes))
+            for i in range(calibration_processes)
+        ]
         # fork, as torch's DataLoader workers: no re-import of torch; the children use numpy and
         # pyBigWig only, never CUDA, so a parent holding CUDA state is fine.
         methods = multiprocessing.get_all_start_methods()
@@ -200,6 +223,7 @@ class TrackWriterPool:
         for process in self._processes:
             process.join()
         self.check()
+        _save_calibration(self.jobs)
 
     def cancel(self) -> None:
         """Stop the writers (their unfinished files stay in the work directory, to be discarded)."""

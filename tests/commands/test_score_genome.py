@@ -447,6 +447,66 @@ def test_dense_passes_equal_block_log_probs(data):
                 assert (np.isnan(forward).any(1) == ~expected.has_forward).all()
 
 
+def _scored_ranges(data, in_flight: int, stop_after: int | None = None, device: str = "cpu") -> list:
+    from genomelm.formats.checkpoint import load_model
+    from genomelm.variants import Reference, open_fasta
+    from genomelm.variants.genome import GenomeScorer
+    from genomelm.variants.llr import LlrTiling
+
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return stop_after is not None and len(calls) >= stop_after
+
+    ranges = [("chr1", range(0, 20), [(100, 300)]), ("chr1", range(20, 63), None), ("chrE", range(0, 1), None)]
+    with open_fasta(str(data["fasta"])) as fasta:
+        model = load_model(str(data["model"])).to(device)
+        scorer = GenomeScorer(model, Reference(fasta), LlrTiling(CONTEXT, STRIDE), torch.device(device), "fp32", 3,
+                              0.05, in_flight=in_flight)  # fmt: skip
+        return list(scorer.score_ranges(ranges, stop))
+
+
+def test_queued_batches_and_stopping_keep_the_segments(data):
+    """Batches queued across range boundaries give each range the arrays of one batch at a time;
+    a stop finishes the queued batches and yields the range in progress up to its last block."""
+    one, three = _scored_ranges(data, 1), _scored_ranges(data, 3)
+    assert [(i, done) for i, done, _ in three] == [(0, 20), (1, 63), (2, 1)]
+    for (_, _, expected), (_, _, arrays) in zip(one, three):
+        assert expected.keys() == arrays.keys()
+        for key in expected:
+            np.testing.assert_array_equal(arrays[key], expected[key])
+    stopped = _scored_ranges(data, 3, stop_after=9)  # 7 batches of range 0, 2 of range 1
+    assert [(i, done) for i, done, _ in stopped] == [(0, 20), (1, 26)]
+    assert len(stopped[1][2]["forward_llr"]) == 6 * STRIDE
+    for key, array in stopped[1][2].items():  # a prefix of the whole range's (ref: with its flanks)
+        np.testing.assert_array_equal(array, three[1][2][key][: len(array)])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_reused_pinned_buffers_on_the_gpu_give_the_cpu_values(data):
+    """On a GPU, queued batches pass through reused page-locked buffers: each range still gets the
+    values of one batch at a time, and the CPU's to float rounding."""
+    cpu, one, three = (_scored_ranges(data, n, device=d) for n, d in ((1, "cpu"), (1, "cuda"), (3, "cuda")))
+    for (_, _, expected), (_, _, single), (_, _, queued) in zip(cpu, one, three):
+        for key in expected:
+            np.testing.assert_array_equal(queued[key], single[key])
+            np.testing.assert_allclose(queued[key], expected[key], rtol=1e-4, atol=1e-4)
+
+
+def test_segment_saver_saves_in_order_and_reports_failures(tmp_path):
+    from genomelm.variants.genome import SegmentSaver
+
+    arrays = {"forward_ref": np.arange(5, dtype=np.float32)}
+    with SegmentSaver(str(tmp_path)) as saver:
+        for first in range(0, 30, 10):
+            saver.save(0, (first, first + 10), first * 4, arrays)
+    assert [store.segment_blocks(str(p)) for p in sorted(tmp_path.iterdir())] == [(0, 10), (10, 20), (20, 30)]
+    with pytest.raises(FileNotFoundError), SegmentSaver(str(tmp_path / "missing")) as saver:
+        saver.save(0, (0, 10), 0, arrays)
+
+
 # --------------------------------------------------------------------------- torchrun
 
 
