@@ -23,6 +23,7 @@ import torch
 from genomelm.kernels.fftconv_cpu import hyena_mix_cpu, map_row_blocks
 from genomelm.kernels.fftconv_ref import fft_size, fftconv_ref, hyena_mix_ref
 from genomelm.kernels.layer_norm_ref import add_layer_norm_ref
+from genomelm.kernels.mlp_ref import linear_gelu_ref
 
 BACKENDS = ("auto", "torch", "cuda")
 ENV_VAR = "GENOMELM_CONV_BACKEND"
@@ -50,6 +51,8 @@ __all__ = [
     "hyena_mix",
     "hyena_mix_cpu",
     "hyena_mix_ref",
+    "linear_gelu",
+    "linear_gelu_ref",
     "map_row_blocks",
     "prepare_for_compile",
     "resolve_backend",
@@ -57,7 +60,7 @@ __all__ = [
 ]
 
 _warned_fallback = False
-_fused: list = []  # after the first import attempt: [fftconv_cuda or None, layer_norm_cuda or None, reason]
+_fused: list = []  # after the first import attempt: [fftconv_cuda, layer_norm_cuda, mlp_cuda (or Nones), reason]
 
 
 _TRACEABLE_CONSTANTS: list[str] = []  # names of the functions prepare_for_compile() wraps
@@ -90,16 +93,16 @@ def _cuda_backend():
     """The fused backend module, or None with the reason it cannot be used (the import is tried once)."""
     if not _fused:
         try:
-            from genomelm.kernels import fftconv_cuda, layer_norm_cuda  # noqa: PLC0415  (optional: needs triton)
+            from genomelm.kernels import fftconv_cuda, layer_norm_cuda, mlp_cuda  # noqa: PLC0415  (needs triton)
         except ImportError as exc:
-            _fused[:] = [None, None, f"the fused CUDA backend cannot be imported ({exc})"]
+            _fused[:] = [None, None, None, f"the fused CUDA backend cannot be imported ({exc})"]
         else:
-            _fused[:] = [fftconv_cuda, layer_norm_cuda, ""]
-    return _fused[0], _fused[2]
+            _fused[:] = [fftconv_cuda, layer_norm_cuda, mlp_cuda, ""]
+    return _fused[0], _fused[3]
 
 
 def _fused_module(index: int):
-    """The imported fused module at ``index`` of _fused (0: fftconv_cuda, 1: layer_norm_cuda)."""
+    """The imported fused module at ``index`` of _fused (0: fftconv_cuda, 1: layer_norm_cuda, 2: mlp_cuda)."""
     _cuda_backend()
     return _fused[index]
 
@@ -192,3 +195,14 @@ def add_layer_norm(x, residual, weight, bias, eps: float, out_dtype: torch.dtype
     if resolve_backend(backend, residual.device) == "cuda":
         return _fused_module(1).add_layer_norm(x, residual, weight, bias, eps, out_dtype)
     return add_layer_norm_ref(x, residual, weight, bias, eps, out_dtype)
+
+
+def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """GELU(tanh)(x W^T + b), (..., K) -> (..., N): the MLP's first projection; see linear_gelu_ref.
+
+    cuda: bias and GELU in the GEMM's cuBLASLt epilogue, in inference and training (its backward recomputes the
+    pre-activation). The CPU always takes the reference (torch's CPU op for the epilogue computes the erf GELU).
+    """
+    if resolve_backend(backend, x.device) == "cuda":  # never on the CPU (see above)
+        return _fused_module(2).linear_gelu(x, weight, bias)
+    return linear_gelu_ref(x, weight, bias)
