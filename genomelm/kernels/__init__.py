@@ -44,6 +44,7 @@ __all__ = [
     "MODES",
     "add_layer_norm",
     "add_layer_norm_ref",
+    "cached_inference_tensors",
     "compile_requested",
     "fft_size",
     "fftconv",
@@ -206,3 +207,10 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, backe
     if resolve_backend(backend, x.device) == "cuda":  # never on the CPU (see above)
         return _fused_module(2).linear_gelu(x, weight, bias)
     return linear_gelu_ref(x, weight, bias)
+
+
+def cached_inference_tensors() -> list[torch.Tensor]:
+    """The GPU tensors the fused backend keeps across inference calls (cached filter spectra), for a CUDA graph to
+    hold on to: a captured graph reads them by address, so they must outlive every replay."""
+    module = _fused[0] if _fused else None
+    return [] if module is None else module.cached_spectra()
