@@ -79,8 +79,15 @@ def test_linear_gelu_batched_shape_no_grad_and_empty():
     assert mlp.linear_gelu(x[:0], weight, bias).shape == (0, 96)
 
 
-def test_dispatcher_picks_the_epilogue_on_cuda_and_the_reference_for_torch():
+def test_dispatcher_uses_the_epilogue_for_bf16_inference_only():
+    """Where it was measured faster (kernels.use_gemm_epilogue): bf16 without autograd; fp32 and training: the
+    reference, bitwise."""
     x, weight, bias = _inputs(64, 32, 128, torch.float32, seed=2)
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         assert torch.equal(kernels.linear_gelu(x, weight, bias, backend="cuda"), mlp.linear_gelu(x, weight, bias))
         assert torch.equal(kernels.linear_gelu(x, weight, bias, backend="torch"), linear_gelu_ref(x, weight, bias))
+    with torch.no_grad():
+        assert torch.equal(kernels.linear_gelu(x, weight, bias, backend="cuda"), linear_gelu_ref(x, weight, bias))
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        trained = kernels.linear_gelu(x, weight, bias, backend="cuda")
+        assert torch.equal(trained, linear_gelu_ref(x, weight, bias))
