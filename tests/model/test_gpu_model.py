@@ -48,3 +48,15 @@ def test_fused_model_matches_reference_values_and_gradients(precision):
     assert _rel_rms(logits, ref_logits) <= tol
     for name, grad in grads.items():
         assert _rel_rms(grad, ref_grads[name]) <= 3 * tol, name
+
+
+def test_fused_bf16_inference_matches_reference():
+    """bf16 inference: the path where the MLP's GEMM epilogue is used (kernels.use_gemm_epilogue)."""
+    ids = torch.randint(7, 11, (2, 1000), device="cuda")
+    outs = []
+    for backend in ("torch", "cuda"):
+        model = tiny_model(l_max=1026, d_model=64, d_inner=256).cuda()
+        model.set_conv_backend(backend)
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            outs.append(model(ids).float())
+    assert _rel_rms(outs[1], outs[0]) <= 1e-2
