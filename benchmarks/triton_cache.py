@@ -6,6 +6,9 @@ into that folder, the second finds them there. Prints the wall time of each proc
 log line: model loading and embedding), and the cache's size.
 
     python benchmarks/triton_cache.py --bases 262144 --precision bf16
+
+Measured (NVIDIA H200, 2026-12-02, torch 2.11.0+cu130, triton 3.6.0, default model, 8 x 32 kb): cold 19.77 s wall
+(13.6 s in the command), warm 10.17 s (4.7 s); 71 files in GENOMELM_HOME/triton.
 """
 
 from __future__ import annotations
