@@ -148,7 +148,8 @@ def test_2_a_checkpoint_with_non_finite_weights_is_an_error(tmp_path):
 def test_2_embed_and_predict_never_write_non_finite_values(world, tmp_path, monkeypatch):
     from genomelm.commands import embed, predict
 
-    monkeypatch.setattr(embed, "embed_ids", lambda model, ids, *a: [np.full(16, np.nan, np.float32) for _ in ids])
+    nan_vectors = lambda model, ids, *a: lambda: [np.full(16, np.nan, np.float32) for _ in ids]  # noqa: E731
+    monkeypatch.setattr(embed, "start_embed_ids", nan_vectors)
     result = _invoke(["embed", world["fasta"], "-o", tmp_path / "e.st", "-m", world["model"]])
     assert "non-finite embeddings" in _one_line_error(result, 1) and not (tmp_path / "e.st").exists()
 

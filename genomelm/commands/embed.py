@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -199,27 +199,42 @@ def _declare(writer: EmbeddingWriter, pooling: str, dim: int) -> None:
 
 def _embed_all(opts, model, device, windows: Iterator[Window], writer, expected: int | None, share=(0, 1)):
     """Embed every batch of ``windows`` (under torchrun: batch i when i % world == rank, and each row
-    gets its batch index in a 'batch' tensor for the merge)."""
+    gets its batch index in a 'batch' tensor for the merge).
+
+    One batch in flight: batch i's GPU work is queued before batch i-1 is collected and written, so reading and
+    tokenising the next windows and writing the last ones overlap the model (same values, same order)."""
     tokenizer = CharTokenizer()
-    rows = n_windows = n_bases = 0
+    counts = [0, 0, 0]  # rows, windows, bases
     rank, world = share
+    pending = None
     with progress("bp") as bar:
         task = bar.add_task("embed", total=expected)
         for index, batch in enumerate(batched(windows, opts.batch_size)):
             if index % world != rank:
                 continue
             ids = [tokenizer.encode(w.sequence, record=w.contig, offset=w.start) for w in batch]
-            vectors = embed_ids(model, ids, device, opts)
-            _refuse_non_finite(vectors, batch)
-            written = _write_batch(writer, batch, vectors, opts)
-            if world > 1:
-                writer.add("batch", np.full(written, index, dtype=np.int64))
-            rows += written
-            n_windows += len(batch)
-            batch_bases = sum(len(i) for i in ids)
-            n_bases += batch_bases
-            bar.advance(task, batch_bases)
-    return rows, n_windows, n_bases
+            launched = (index, batch, ids, start_embed_ids(model, ids, device, opts))
+            if pending is not None:
+                _finish_batch(writer, pending, opts, world, counts, lambda n: bar.advance(task, n))
+            pending = launched
+        if pending is not None:
+            _finish_batch(writer, pending, opts, world, counts, lambda n: bar.advance(task, n))
+    return tuple(counts)
+
+
+def _finish_batch(writer, launched, opts, world: int, counts: list[int], advance) -> None:
+    """Wait for a launched batch's vectors, check and write them, and add to counts (rows, windows, bases)."""
+    index, batch, ids, finish = launched
+    vectors = finish()
+    _refuse_non_finite(vectors, batch)
+    written = _write_batch(writer, batch, vectors, opts)
+    if world > 1:
+        writer.add("batch", np.full(written, index, dtype=np.int64))
+    batch_bases = sum(len(i) for i in ids)
+    counts[0] += written
+    counts[1] += len(batch)
+    counts[2] += batch_bases
+    advance(batch_bases)
 
 
 def _refuse_non_finite(vectors: list[np.ndarray], batch: list[Window]) -> None:
@@ -271,25 +286,45 @@ def _merge_parts(opts, metadata: dict, world: int, contigs: str) -> None:
         os.unlink(_part_path(opts.output, r))
 
 
-@torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
 def embed_ids(model, ids: list[np.ndarray], device: torch.device, opts: EmbedOptions) -> list[np.ndarray]:
     """Pooled vectors (D,) or per-token matrices (L, D) for each id array; both strands averaged with rc."""
-    vectors = _pooled(model, ids, device, opts, reverse=False)
+    return start_embed_ids(model, ids, device, opts)()
+
+
+@torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
+def start_embed_ids(model, ids: list[np.ndarray], device: torch.device, opts: EmbedOptions) -> Callable[[], list]:
+    """Queue embed_ids' GPU work and return the function that waits for it and returns embed_ids' result."""
+    forward = _start_pooled(model, ids, device, opts, reverse=False)
+    reverse = None
     if opts.rc:
-        reverse = _pooled(model, [reverse_complement_ids(i) for i in ids], device, opts, reverse=True)
-        vectors = [(f + r) / 2 for f, r in zip(vectors, reverse)]
-    return vectors
+        reverse = _start_pooled(model, [reverse_complement_ids(i) for i in ids], device, opts, reverse=True)
+
+    def finish() -> list[np.ndarray]:
+        vectors = forward()
+        return vectors if reverse is None else [(f + r) / 2 for f, r in zip(vectors, reverse())]
+
+    return finish
 
 
 def _pooled(model, ids, device, opts: EmbedOptions, reverse: bool) -> list[np.ndarray]:
     """Windows of equal length run together, each length on its own: a contig's short last window costs its own
     length, not the batch's (the quick start's 15.7 kb tail was padded to 32 kb: a quarter of its work)."""
-    out: list[np.ndarray] = [np.empty(0)] * len(ids)
-    for members in _same_length_groups(ids):
-        vectors = _pooled_padded(model, [ids[i] for i in members], device, opts, reverse)
-        for i, vector in zip(members, vectors):
-            out[i] = vector
-    return out
+    return _start_pooled(model, ids, device, opts, reverse)()
+
+
+def _start_pooled(model, ids, device, opts: EmbedOptions, reverse: bool) -> Callable[[], list[np.ndarray]]:
+    """_pooled's GPU work queued; the returned function waits for it and returns _pooled's result."""
+    groups = [(members, _start_pooled_padded(model, [ids[i] for i in members], device, opts, reverse))
+              for members in _same_length_groups(ids)]  # fmt: skip
+
+    def finish() -> list[np.ndarray]:
+        out: list[np.ndarray] = [np.empty(0)] * len(ids)
+        for members, group in groups:
+            for i, vector in zip(members, group()):
+                out[i] = vector
+        return out
+
+    return finish
 
 
 def _same_length_groups(ids: list[np.ndarray]) -> list[list[int]]:
@@ -301,20 +336,40 @@ def _same_length_groups(ids: list[np.ndarray]) -> list[list[int]]:
 
 
 def _pooled_padded(model, ids, device, opts: EmbedOptions, reverse: bool) -> list[np.ndarray]:
-    tokens, lengths = pad_right(ids, PAD_ID, device)
+    return _start_pooled_padded(model, ids, device, opts, reverse)()
+
+
+def _start_pooled_padded(model, ids, device, opts: EmbedOptions, reverse: bool) -> Callable[[], list[np.ndarray]]:
+    """The forward and pooling of one right-padded batch, queued; the returned function waits and returns the
+    vectors. Pooled rows go to the host in one copy, started here (no host sync until the function is called)."""
+    tokens, _ = pad_right(ids, PAD_ID, device)
+    lengths = [len(i) for i in ids]  # from the host: the device's copy would cost a sync
     with autocast(device, opts.precision):
         hidden = model.hidden_states(tokens, layer=opts.layer)  # (B, L, D)
     hidden = hidden.float()
-    out = []
-    for row, length in zip(hidden, lengths.tolist()):
-        real = row[:length]  # (l, D): right padding never leaks into real positions (causal model)
-        if opts.pooling == "mean":
-            out.append(real.mean(dim=0))
-        elif opts.pooling == "last":
-            out.append(real[-1])
-        else:  # per token; the reverse strand is flipped back onto forward coordinates
-            out.append(real.flip(0) if reverse else real)
-    return [t.cpu().numpy() for t in out]
+    if opts.pooling == "none":  # per token; the reverse strand is flipped back onto forward coordinates
+        rows = [row[:length].flip(0) if reverse else row[:length] for row, length in zip(hidden, lengths)]
+        return lambda: [t.cpu().numpy() for t in rows]
+    # right padding never leaks into real positions (causal model): pool each row over its real tokens
+    pooled = [row[:length].mean(dim=0) if opts.pooling == "mean" else row[length - 1] for row, length in
+              zip(hidden, lengths)]  # fmt: skip
+    return _to_host(torch.stack(pooled))  # (B, D)
+
+
+def _to_host(tensor: torch.Tensor) -> Callable[[], list[np.ndarray]]:
+    """Start copying a (B, D) tensor to the host; the returned function waits for the copy and returns its rows."""
+    if tensor.device.type != "cuda":
+        return lambda: list(tensor.numpy())
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+
+    def wait() -> list[np.ndarray]:
+        done.synchronize()
+        return list(host.numpy())
+
+    return wait
 
 
 def _write_batch(writer: EmbeddingWriter, batch: list[Window], vectors, opts: EmbedOptions) -> int:

@@ -23,6 +23,7 @@ import torch
 from genomelm.kernels.fftconv_cpu import hyena_mix_cpu, map_row_blocks
 from genomelm.kernels.fftconv_ref import fft_size, fftconv_ref, hyena_mix_ref
 from genomelm.kernels.layer_norm_ref import add_layer_norm_ref
+from genomelm.kernels.mlp_ref import linear_gelu_ref
 
 BACKENDS = ("auto", "torch", "cuda")
 ENV_VAR = "GENOMELM_CONV_BACKEND"
@@ -43,6 +44,7 @@ __all__ = [
     "MODES",
     "add_layer_norm",
     "add_layer_norm_ref",
+    "cached_inference_tensors",
     "compile_requested",
     "fft_size",
     "fftconv",
@@ -50,6 +52,9 @@ __all__ = [
     "hyena_mix",
     "hyena_mix_cpu",
     "hyena_mix_ref",
+    "linear_gelu",
+    "linear_gelu_ref",
+    "use_gemm_epilogue",
     "map_row_blocks",
     "prepare_for_compile",
     "resolve_backend",
@@ -57,7 +62,7 @@ __all__ = [
 ]
 
 _warned_fallback = False
-_fused: list = []  # after the first import attempt: [fftconv_cuda or None, layer_norm_cuda or None, reason]
+_fused: list = []  # after the first import attempt: [fftconv_cuda, layer_norm_cuda, mlp_cuda (or Nones), reason]
 
 
 _TRACEABLE_CONSTANTS: list[str] = []  # names of the functions prepare_for_compile() wraps
@@ -90,16 +95,16 @@ def _cuda_backend():
     """The fused backend module, or None with the reason it cannot be used (the import is tried once)."""
     if not _fused:
         try:
-            from genomelm.kernels import fftconv_cuda, layer_norm_cuda  # noqa: PLC0415  (optional: needs triton)
+            from genomelm.kernels import fftconv_cuda, layer_norm_cuda, mlp_cuda  # noqa: PLC0415  (needs triton)
         except ImportError as exc:
-            _fused[:] = [None, None, f"the fused CUDA backend cannot be imported ({exc})"]
+            _fused[:] = [None, None, None, f"the fused CUDA backend cannot be imported ({exc})"]
         else:
-            _fused[:] = [fftconv_cuda, layer_norm_cuda, ""]
-    return _fused[0], _fused[2]
+            _fused[:] = [fftconv_cuda, layer_norm_cuda, mlp_cuda, ""]
+    return _fused[0], _fused[3]
 
 
 def _fused_module(index: int):
-    """The imported fused module at ``index`` of _fused (0: fftconv_cuda, 1: layer_norm_cuda)."""
+    """The imported fused module at ``index`` of _fused (0: fftconv_cuda, 1: layer_norm_cuda, 2: mlp_cuda)."""
     _cuda_backend()
     return _fused[index]
 
@@ -192,3 +197,32 @@ def add_layer_norm(x, residual, weight, bias, eps: float, out_dtype: torch.dtype
     if resolve_backend(backend, residual.device) == "cuda":
         return _fused_module(1).add_layer_norm(x, residual, weight, bias, eps, out_dtype)
     return add_layer_norm_ref(x, residual, weight, bias, eps, out_dtype)
+
+
+def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """GELU(tanh)(x W^T + b), (..., K) -> (..., N): the MLP's first projection; see linear_gelu_ref.
+
+    cuda: bias and GELU in the GEMM's cuBLASLt epilogue where it was measured faster (``use_gemm_epilogue``): bf16
+    inference. Everything else, and always the CPU (torch's CPU op for the epilogue computes the erf GELU), takes
+    the reference.
+    """
+    if resolve_backend(backend, x.device) == "cuda" and use_gemm_epilogue(x, weight, needs_grad(x, weight, bias)):
+        return _fused_module(2).linear_gelu(x, weight, bias)
+    return linear_gelu_ref(x, weight, bias)
+
+
+def use_gemm_epilogue(x: torch.Tensor, weight: torch.Tensor, grad: bool) -> bool:
+    """The epilogue for bf16/fp16 matrix products without autograd only. On an H200 (benchmarks/mlp_fusion.py,
+    K 256 -> N 1024, 2^18-2^19 rows) it ran the op 1.57-1.66x faster in bf16 inference (the model 1.07-1.08x), but
+    0.97-0.98x in fp32 (cuBLASLt's fp32 epilogue kernel is no faster than the plain GEMM plus GELU) and 0.76x (fp32)
+    / 0.98x (bf16) in training, where its backward recomputes the pre-activation with one more GEMM."""
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+    return dtype in (torch.bfloat16, torch.float16) and not grad
+
+
+def cached_inference_tensors() -> list[torch.Tensor]:
+    """The GPU tensors the fused backend keeps across inference calls (cached filter spectra), for a CUDA graph to
+    hold on to: a captured graph reads them by address, so they must outlive every replay."""
+    module = _fused[0] if _fused else None
+    return [] if module is None else module.cached_spectra()

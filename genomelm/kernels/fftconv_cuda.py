@@ -422,6 +422,11 @@ def _cached_filter_spectrum(k: torch.Tensor, n: int, compute=None) -> torch.Tens
     return k_f
 
 
+def cached_spectra() -> list[torch.Tensor]:
+    """The spectra held by the cache now (a CUDA graph that read them keeps them alive: see cuda_graphs)."""
+    return [entry[2] for entry in _spectrum_cache.values()]
+
+
 def clear_spectrum_cache() -> None:
     """Forget every cached filter spectrum (frees their memory now)."""
     _spectrum_cache.clear()

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from genomelm.errors import UsageError
-from genomelm.kernels import add_layer_norm, hyena_mix, map_row_blocks
+from genomelm.kernels import add_layer_norm, hyena_mix, linear_gelu, map_row_blocks
 from genomelm.model.config import HyenaConfig
 
 
@@ -155,18 +155,22 @@ class HyenaOperator(nn.Module):
 
 
 class Mlp(nn.Module):
+    """fc2(GELU_tanh(fc1(x))); fc1's bias and GELU go through the kernel dispatcher (a GEMM epilogue on CUDA)."""
+
     def __init__(self, d_model: int, d_inner: int):
         super().__init__()
         self.fc1 = nn.Linear(d_model, d_inner)
         self.fc2 = nn.Linear(d_inner, d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
+    def forward(self, x: torch.Tensor, backend: str | None = None) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
+        """backend: the kernels' backend (the block's conv backend; None = the dispatcher's default)."""
         if x.device.type == "cpu" and x.is_contiguous() and not torch.is_grad_enabled():
             return map_row_blocks(self._project, x)  # CPU inference: 16 MB slices, not 256 MB buffers (same values)
-        return self._project(x)
+        return self._project(x, backend)
 
-    def _project(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(nn.functional.gelu(self.fc1(x), approximate="tanh"))
+    def _project(self, x: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+        hidden = linear_gelu(x, self.fc1.weight, self.fc1.bias, backend=backend)  # (..., d_inner)
+        return self.fc2(hidden)
 
 
 def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -205,7 +209,7 @@ class Block(nn.Module):
         backend = self.mixer.conv_backend
         hidden, residual = _norm(self.norm1, branch, residual, dtype, backend)
         hidden, residual = _norm(self.norm2, self.dropout(self.mixer(hidden, k)), residual, dtype, backend)
-        return residual, self.dropout(self.mlp(hidden))
+        return residual, self.dropout(self.mlp(hidden, backend))
 
 
 def _norm(norm: nn.LayerNorm, x, residual, dtype: torch.dtype, backend: str | None):

@@ -13,6 +13,7 @@ from genomelm.errors import UsageError
 from genomelm.kernels import add_layer_norm, compile_requested, prepare_for_compile, resolve_backend
 from genomelm.log import get_logger
 from genomelm.model.config import HyenaConfig
+from genomelm.model.cuda_graphs import GraphedForward, cuda_graphs_requested
 from genomelm.model.hyena import Block
 
 log = get_logger(__name__)
@@ -49,6 +50,7 @@ class Backbone(nn.Module):
         self.kernel_backend: str | None = None  # None = kernels' default (env var or auto); see set_conv_backend
         self.compiled = False  # blocks compiled by torch.compile (set_compile): filters computed outside them
         self._compiled_keys: set[tuple] = set()  # (shape, grad, autocast) already compiled: for the log line
+        self.graphs: GraphedForward | None = None  # CUDA graphs of fixed-shape inference (set_cuda_graphs)
 
     def forward(
         self,
@@ -61,6 +63,8 @@ class Backbone(nn.Module):
         upto_layer None (or n_layer): the final normalised output (what the LM head reads).
         upto_layer i in [0, n_layer): the residual stream after i blocks (0 = the token embeddings).
         """
+        if self.graphs is not None and inputs_embeds is None and not self.compiled:
+            return self.graphs(input_ids, upto_layer)  # eager unless CUDA inference of a shape seen before
         if not self.compiled:
             return self._forward(input_ids, inputs_embeds, upto_layer)
         return self._compiled_forward(input_ids, inputs_embeds, upto_layer)
@@ -144,6 +148,16 @@ class HyenaDNA(nn.Module):
         self.backbone.kernel_backend = backend
         if compile_requested():
             self.set_compile(True)
+        if cuda_graphs_requested():
+            self.set_cuda_graphs(True)
+
+    def set_cuda_graphs(self, enabled: bool) -> None:
+        """Replay CUDA graphs for inference batches of a shape seen before (opt-in: GENOMELM_CUDA_GRAPHS=1; see
+        model/cuda_graphs.py), or drop them. Training, CPU tensors and first-seen shapes run eagerly."""
+        backbone = self.backbone
+        backbone.graphs = (
+            GraphedForward(lambda ids, upto: backbone._forward(ids, None, upto), backbone) if enabled else None
+        )
 
     def set_compile(self, enabled: bool) -> None:
         """Compile every block with torch.compile (opt-in: --compile / GENOMELM_COMPILE=1), or undo it.
