@@ -6,6 +6,7 @@ Below commands/ and variants/ (DESIGN.md §3): torch and the standard library on
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -114,6 +115,31 @@ def pad_right(rows: list, pad_id: int, device: torch.device) -> tuple[torch.Tens
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.as_tensor(row)
     return ids.to(device, non_blocking=True), lengths.to(device)
+
+
+class Staging:
+    """Host buffers of one batch (or chunk) in flight, kept and reused, page-locked when ``pinned``
+    (the device is a GPU): page-locking new memory for every batch cost the host more time than the
+    batch's passes cost the GPU (H200 host, 2026-12-02: about 8 ms per MB; benchmarks/profile_genome.py).
+    A buffer may be reused once the device work that reads or writes it has been waited for."""
+
+    def __init__(self, pinned: bool):
+        self.pinned = pinned
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def put(self, key: tuple, array) -> torch.Tensor:
+        """numpy ``array`` copied into this slot's buffer ``key``; a tensor of its shape."""
+        out = self.empty(key, array.shape, torch.from_numpy(array[:0]).dtype)
+        out.numpy()[...] = array
+        return out
+
+    def empty(self, key: tuple, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        count = math.prod(shape)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < count or buffer.dtype != dtype:  # grown rarely: sizes repeat
+            buffer = torch.empty(max(count, 1) * 5 // 4, dtype=dtype, pin_memory=self.pinned)
+            self._buffers[key] = buffer
+        return buffer[:count].view(shape)
 
 
 # --------------------------------------------------------------------------- torchrun

@@ -20,7 +20,6 @@ not A/C/G/T, a context with more N than --max-n-frac allows, a position outside 
 from __future__ import annotations
 
 import functools
-import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ import torch
 from genomelm.errors import InputError
 from genomelm.formats import genome_store as store
 from genomelm.formats.fasta import Region, resolve_contig
+from genomelm.runtime import Staging as _Staging
 from genomelm.runtime import autocast
 from genomelm.tokenizer import A_ID, C_ID, G_ID, N_ID, PAD_ID, T_ID, reverse_complement_ids
 from genomelm.variants.llr import LlrTiling
@@ -181,7 +181,7 @@ class GenomeScorer:
         strands = []
         for strand in (0, 1):
             passes = [(part.contig, *pair[strand]) for pair in spans]
-            put = functools.partial(stage.put, strand)
+            put = functools.partial(_put, stage, strand)
             strands.append(_prepare_strand(self.reference, passes, offsets, refs, strand == 1, put))
         return strands, len(refs)
 
@@ -248,28 +248,8 @@ def _padded(rows: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-class _Staging:
-    """Host buffers of one batch in flight, kept and reused (page-locked when the device is a GPU):
-    page-locking new memory for every batch cost the host more time than the batch's passes cost the
-    GPU (H200 host, 2026-12-02: about 8 ms per MB; see benchmarks/profile_genome.py)."""
-
-    def __init__(self, pinned: bool):
-        self.pinned = pinned
-        self._buffers: dict[tuple, torch.Tensor] = {}
-
-    def put(self, strand: int, name: str, array: np.ndarray) -> torch.Tensor:
-        """``array`` copied into this slot's buffer ``(strand, name)``; a tensor of its shape."""
-        out = self.empty((strand, name), array.shape, torch.from_numpy(array[:0]).dtype)
-        out.numpy()[...] = array
-        return out
-
-    def empty(self, key: tuple, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
-        count = math.prod(shape)
-        buffer = self._buffers.get(key)
-        if buffer is None or buffer.numel() < count or buffer.dtype != dtype:  # grown rarely: sizes repeat
-            buffer = torch.empty(max(count, 1) * 5 // 4, dtype=dtype, pin_memory=self.pinned)
-            self._buffers[key] = buffer
-        return buffer[:count].view(shape)
+def _put(stage: _Staging, strand: int, name: str, array: np.ndarray) -> torch.Tensor:
+    return stage.put((strand, name), array)
 
 
 def _strand_values(scorer: GenomeScorer, strand: _Strand, n: int) -> torch.Tensor:
