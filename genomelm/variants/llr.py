@@ -12,14 +12,14 @@ therefore a function of its position alone (the same whichever other positions a
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from genomelm.errors import UsageError
-from genomelm.runtime import autocast, batched, pad_right
+from genomelm.runtime import Staging, autocast, batched
 from genomelm.tokenizer import A_ID, C_ID, G_ID, PAD_ID, T_ID, reverse_complement_ids
 from genomelm.variants.reference import Reference
 
@@ -104,24 +104,69 @@ class Pass:
     positions: list[int]  # indices into ids: the logits there predict the token after
 
 
-@torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
 def run_passes(model, passes: list[Pass], device, precision: str, batch_size: int) -> list[np.ndarray]:
-    """Next-token logits (K, V) float32 at each pass's positions. Longest passes are batched together
-    (right padding is invisible to a causal model); the head runs in fp32 on the picked rows only."""
-    out: list[np.ndarray | None] = [None] * len(passes)
+    """Next-token logits (K, V) float32 at each pass's positions (``start_passes``, waited for)."""
+    return start_passes(model, passes, device, precision, batch_size)()
+
+
+@torch.no_grad()  # not inference_mode: cached filters and spectra need version counters
+def start_passes(
+    model, passes: list[Pass], device, precision: str, batch_size: int, stage: Staging | None = None
+) -> Callable[[], list[np.ndarray]]:
+    """Queue every batch of ``passes`` on the device without waiting for it; the returned function
+    waits and gives ``run_passes``'s result. Longest passes are batched together (right padding is
+    invisible to a causal model); the head runs in fp32 on the picked rows only. Host inputs go
+    through ``stage`` (reused, pinned on a GPU: no copy here waits for the device) and the picked
+    logits of all batches come back in one asynchronous copy, so the host can prepare the next
+    chunk while the device runs this one."""
+    stage = stage or Staging(device.type == "cuda")
     order = sorted(range(len(passes)), key=lambda j: -len(passes[j].ids))
-    for batch in batched(order, batch_size):
-        tokens, _ = pad_right([passes[j].ids for j in batch], PAD_ID, device)  # (B, L)
-        with autocast(device, precision):
-            hidden = model.hidden_states(tokens)  # (B, L, D)
-        rows = torch.tensor([b for b, j in enumerate(batch) for _ in passes[j].positions], device=device)
-        cols = torch.tensor([p for j in batch for p in passes[j].positions], device=device)
-        picked = model.lm_head(hidden[rows, cols].float()).cpu().numpy()  # (K, V)
-        start = 0
-        for j in batch:
-            out[j] = picked[start : start + len(passes[j].positions)]
-            start += len(passes[j].positions)
-    return out
+    batches = list(batched(order, batch_size))
+    picked = [
+        _queue_batch(model, [passes[j] for j in batch], k, device, precision, stage) for k, batch in enumerate(batches)
+    ]
+    if not picked:
+        return lambda: []
+    host, event = _to_host(torch.cat(picked), stage)  # (K, V)
+    counts = [len(passes[j].positions) for batch in batches for j in batch]
+
+    def finish() -> list[np.ndarray]:
+        if event is not None:
+            event.synchronize()
+        rows = np.split(host.numpy().copy(), np.cumsum(counts)[:-1])  # a copy: the buffer is reused
+        out: list[np.ndarray | None] = [None] * len(passes)
+        for j, row in zip((j for batch in batches for j in batch), rows):
+            out[j] = row
+        return out
+
+    return finish
+
+
+def _queue_batch(model, batch: list[Pass], k: int, device, precision: str, stage: Staging) -> torch.Tensor:
+    """Queue one batch's forward pass; (K, V) float32 logits at its passes' positions, on the device."""
+    tokens = stage.empty(("tokens", k), (len(batch), max(len(p.ids) for p in batch)), torch.uint8)  # (B, L)
+    tokens.fill_(PAD_ID)
+    array = tokens.numpy()
+    for b, one in enumerate(batch):
+        array[b, : len(one.ids)] = one.ids
+    rows = stage.put(("rows", k), np.repeat(np.arange(len(batch)), [len(p.positions) for p in batch]))  # (K,)
+    cols = stage.put(("cols", k), np.concatenate([np.asarray(p.positions, dtype=np.int64) for p in batch]))
+    tokens = tokens.to(device, non_blocking=True).long()
+    with autocast(device, precision):
+        hidden = model.hidden_states(tokens)  # (B, L, D)
+    gathered = hidden[rows.to(device, non_blocking=True), cols.to(device, non_blocking=True)]  # (K, D)
+    return model.lm_head(gathered.float())  # (K, V)
+
+
+def _to_host(values: torch.Tensor, stage: Staging) -> tuple[torch.Tensor, object]:
+    """An asynchronous copy into the stage's pinned buffer and the event that ends it (CPU: the tensor)."""
+    if not values.is_cuda:
+        return values, None
+    host = stage.empty(("values",), tuple(values.shape), values.dtype)
+    host.copy_(values, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return host, event
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -212,10 +257,29 @@ def log_probs_of_blocks(
     model, reference: Reference, requests: list[BlockRequest], tiling: LlrTiling, device, precision="fp32", batch_size=8
 ) -> list[BlockLogProbs]:
     """``block_log_probs`` for blocks of any contigs at once (their passes share batches)."""
+    return start_log_probs_of_blocks(model, reference, requests, tiling, device, precision, batch_size)()
+
+
+def start_log_probs_of_blocks(
+    model,
+    reference: Reference,
+    requests: list[BlockRequest],
+    tiling: LlrTiling,
+    device,
+    precision,
+    batch_size,
+    stage=None,
+) -> Callable[[], list[BlockLogProbs]]:
+    """``log_probs_of_blocks`` with the device work queued (see ``start_passes``); call the result for it."""
     plans = [_plan_block(reference, request, tiling) for request in requests]
     passes = [one_pass for _, plan in plans for one_pass, _, _ in plan]
-    logits = iter(run_passes(model, passes, device, precision, batch_size))
-    return [_fill(request, positions, plan, logits) for request, (positions, plan) in zip(requests, plans)]
+    wait = start_passes(model, passes, device, precision, batch_size, stage)
+
+    def finish() -> list[BlockLogProbs]:
+        logits = iter(wait())
+        return [_fill(request, positions, plan, logits) for request, (positions, plan) in zip(requests, plans)]
+
+    return finish
 
 
 def _plan_block(reference: Reference, request: BlockRequest, tiling: LlrTiling):
@@ -284,16 +348,28 @@ def score_llr_shared(
 ) -> tuple[list[LlrResult], int]:
     """llr of every query from one forward pass per (block, strand) through ``log_probs_of_blocks``;
     returns the results and the number of passes."""
+    return start_llr_shared(model, reference, queries, tiling, device, precision, batch_size)()
+
+
+def start_llr_shared(
+    model, reference: Reference, queries: list[SnvQuery], tiling: LlrTiling, device, precision, batch_size, stage=None
+) -> Callable[[], tuple[list[LlrResult], int]]:
+    """``score_llr_shared`` with the device work queued (see ``start_passes``); call the result for it."""
     groups: dict[tuple[str, int], list[int]] = defaultdict(list)
     for i, query in enumerate(queries):
         groups[(query.contig, tiling.block(query.pos))].append(i)
     requests = [BlockRequest(c, b, [queries[i].pos for i in members]) for (c, b), members in groups.items()]
-    blocks = log_probs_of_blocks(model, reference, requests, tiling, device, precision, batch_size)
-    results: list[LlrResult | None] = [None] * len(queries)
-    for block, members in zip(blocks, groups.values()):
-        for i in members:
-            results[i] = _query_result(block, queries[i])
-    return results, sum(block.passes for block in blocks)
+    wait = start_log_probs_of_blocks(model, reference, requests, tiling, device, precision, batch_size, stage)
+
+    def finish() -> tuple[list[LlrResult], int]:
+        blocks = wait()
+        results: list[LlrResult | None] = [None] * len(queries)
+        for block, members in zip(blocks, groups.values()):
+            for i in members:
+                results[i] = _query_result(block, queries[i])
+        return results, sum(block.passes for block in blocks)
+
+    return finish
 
 
 def score_llr_naive(
