@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from genomelm.formats import vcf
-from genomelm.variants.llr import LlrTiling, SnvQuery, llr_tiling, score_llr_shared
+from genomelm.runtime import Staging
+from genomelm.variants.llr import LlrTiling, SnvQuery, llr_tiling, start_llr_shared
 from genomelm.variants.methods import METHODS, WindowStats, check_methods
 from genomelm.variants.planner import (
     N_IN_CONTEXT,
@@ -71,17 +72,48 @@ class VariantScorer:
         self.window: CentredWindow | None = None if model is None else centred_window(settings.window, model.l_max)
         self.planner = Planner(reference, settings.max_n_frac, settings.on_ref_mismatch, source)
         self.passes = 0  # sequences run through the model so far
+        self._stages = [Staging(device.type == "cuda") for _ in range(2)]  # reused host buffers (start_llr)
+        self._chunks_started = 0
 
     def score_all(self, records: Iterable) -> Iterator[tuple[list, list[Site]]]:
-        """(chunk of records, their Sites) for every chunk of ``records``, in order."""
+        """(chunk of records, their Sites) for every chunk of ``records``, in order. One chunk in
+        flight: chunk i's passes are queued on the device before chunk i-1 is finished and handed
+        back (the caller writes it while the device runs chunk i)."""
+        pending = None
         for chunk in chunks(records, self.tiling.stride, self.settings.batch_size):
-            yield chunk, self.score(chunk)
+            try:
+                started = self.start(chunk)
+            except Exception:  # an error of chunk i is raised after chunk i-1 is handed back, as unpipelined
+                if pending is not None:
+                    yield pending[0], pending[1]()
+                raise
+            if pending is not None:
+                yield pending[0], pending[1]()
+            pending = chunk, started
+        if pending is not None:
+            yield pending[0], pending[1]()
 
     def score(self, records: list) -> list[Site]:
+        return self.start(records)()
+
+    def start(self, records: list) -> Callable[[], list[Site]]:
+        """Plan ``records`` and queue their llr passes; the returned function finishes every method."""
         sites = [self.planner.plan(r) for r in records]
         live = [s for s in sites if s.reason is None]
+        llr = self.start_llr(live) if "llr" in self.methods else None
+
+        def finish() -> list[Site]:
+            if llr is not None:
+                llr()
+            self._finish_methods(live)
+            return sites
+
+        return finish
+
+    def _finish_methods(self, live: list[Site]) -> None:
+        """Every method but llr (calibration ranks llr values: it comes after them)."""
         for name in self.methods:
-            if METHODS[name].kind == "site":
+            if METHODS[name].kind == "site" and name != "llr":
                 METHODS[name].compute(self, live)
         window_methods = [METHODS[m] for m in self.methods if METHODS[m].kind == "window"]
         if window_methods:
@@ -89,11 +121,14 @@ class VariantScorer:
             # need gigabytes of ids, a slice needs a few megabytes.
             for start in range(0, len(live), WINDOW_SITES_PER_SLICE):
                 self._window_slice(live[start : start + WINDOW_SITES_PER_SLICE], window_methods)
-        return sites
 
     # -- llr
 
     def score_llr(self, sites: list[Site]) -> None:
+        self.start_llr(sites)()
+
+    def start_llr(self, sites: list[Site]) -> Callable[[], None]:
+        """Queue the llr passes of ``sites``; the returned function waits and sets their values."""
         queries, owners = [], []
         for site in sites:
             snvs = [a for a, kind in enumerate(site.kinds) if kind == vcf.SNV]
@@ -103,7 +138,10 @@ class VariantScorer:
             if snvs and self._llr_context_ok(site, snvs):
                 queries.append(SnvQuery(site.contig, site.start, site.ref, [site.alts[a].upper() for a in snvs]))
                 owners.append((site, snvs))
-        results, passes = self._llr_results(queries)
+        wait = self._start_llr_results(queries)
+        return lambda: self._set_llr(owners, *wait())
+
+    def _set_llr(self, owners: list, results: list, passes: int) -> None:
         self.passes += passes
         for (site, snvs), result in zip(owners, results):
             for a, fwd, rev, mean, bad in zip(snvs, result.forward, result.reverse, result.mean, result.non_finite):
@@ -117,13 +155,16 @@ class VariantScorer:
                     if not np.isnan(value):  # NaN: that strand has no context
                         site.set(name, a, value)
 
-    def _llr_results(self, queries: list[SnvQuery]):
-        """(LlrResult per query, forward passes run): computed, or looked up in the store."""
+    def _start_llr_results(self, queries: list[SnvQuery]) -> Callable[[], tuple[list, int]]:
+        """Queued: (LlrResult per query, forward passes run), computed or looked up in the store."""
         if self.precomputed is not None:
-            return self.precomputed.llr(self.reference, queries), 0
+            results = self.precomputed.llr(self.reference, queries)
+            return lambda: (results, 0)
         s = self.settings
-        return score_llr_shared(
-            self.model, self.reference, queries, self.tiling, self.device, s.precision, s.batch_size
+        self._chunks_started += 1  # alternate two staging slots: one chunk in flight, one being prepared
+        stage = self._stages[self._chunks_started % 2]
+        return start_llr_shared(
+            self.model, self.reference, queries, self.tiling, self.device, s.precision, s.batch_size, stage
         )
 
     def _llr_context_ok(self, site: Site, alleles: list[int]) -> bool:
