@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import platform
 import statistics
 import tempfile
@@ -37,10 +38,12 @@ import torch
 
 from genomelm import variants
 from genomelm.commands import score_variants as command  # the end-to-end timing only: run() and its Options
-from genomelm.formats.checkpoint import save_model
+from genomelm.formats.checkpoint import load_model, save_model
 from genomelm.formats.fasta import FastaSource
 from genomelm.kernels import resolve_backend
 from genomelm.model import HyenaDNA, preset
+from genomelm.runtime import autocast
+from genomelm.variants import llr
 
 
 def make_genome(directory: Path, length: int, seed: int) -> tuple[Path, str]:
@@ -64,12 +67,29 @@ def make_queries(seq: str, per_kb: float, seed: int) -> list[variants.SnvQuery]:
     return queries
 
 
-def write_vcf(path: Path, queries: list[variants.SnvQuery], length: int) -> Path:
+def fasta_queries(fasta_path: str, per_kb: float, seed: int) -> tuple[list[variants.SnvQuery], dict[str, int]]:
+    """~``per_kb`` SNVs per kb at random A/C/G/T positions of every contig of a real FASTA; contig lengths."""
+    rng = np.random.default_rng(seed + 1)
+    queries = []
+    with FastaSource(fasta_path) as fasta:
+        lengths = fasta.contig_lengths()
+        for contig, length in lengths.items():
+            seq = np.frombuffer(fasta.fetch(contig, 0, length).upper().encode(), dtype=np.uint8)
+            acgt = np.flatnonzero(np.isin(seq, np.frombuffer(b"ACGT", dtype=np.uint8)))
+            chosen = np.sort(rng.choice(acgt, size=min(len(acgt), int(length * per_kb / 1000)), replace=False))
+            for pos in chosen.tolist():
+                ref = chr(seq[pos])
+                queries.append(variants.SnvQuery(contig, pos, ref, [rng.choice([b for b in "ACGT" if b != ref])]))
+    return queries, lengths
+
+
+def write_vcf(path: Path, queries: list[variants.SnvQuery], lengths: dict[str, int]) -> Path:
     header = pysam.VariantHeader()
-    header.contigs.add("chr1", length=length)
+    for contig, length in lengths.items():
+        header.contigs.add(contig, length=length)
     with pysam.VariantFile(str(path), "w", header=header) as handle:
         for q in queries:
-            handle.write(handle.new_record(contig="chr1", start=q.pos, alleles=(q.ref, *q.alts)))
+            handle.write(handle.new_record(contig=q.contig, start=q.pos, alleles=(q.ref, *q.alts)))
     return path
 
 
@@ -119,7 +139,10 @@ def max_difference(shared, naive) -> float:
     return worst
 
 
-def command_seconds(model_dir, fasta_path, vcf_path, tiling, precision, device, args, out_dir) -> float:
+def command_seconds(model_dir, fasta_path, vcf_path, tiling, precision, device, args, out_dir) -> tuple[float, list]:
+    """Median seconds of ``score_variants.run()`` over --repeats runs, after one warm-up run that
+    records the (batch, length, picked rows) of every batch of passes it runs (for model_only_seconds)."""
+
     def once():
         opts = command.ScoreVariantsOptions(
             str(vcf_path),
@@ -135,7 +158,54 @@ def command_seconds(model_dir, fasta_path, vcf_path, tiling, precision, device, 
         )
         return command.run(opts).seconds
 
-    return statistics.median(once() for _ in range(args.repeats))
+    shapes: list[tuple[int, int, int]] = []
+    original = llr._queue_batch
+    llr._queue_batch = functools.partial(_recording_batch, original, shapes)
+    try:
+        once()  # warm-up (Triton compilation, caches) and the shapes of the passes
+    finally:
+        llr._queue_batch = original
+    return statistics.median(once() for _ in range(args.repeats)), shapes
+
+
+def _recording_batch(original, shapes: list, model, batch, *rest):
+    shapes.append((len(batch), max(len(p.ids) for p in batch), sum(len(p.positions) for p in batch)))
+    return original(model, batch, *rest)
+
+
+@torch.no_grad()
+def model_only_seconds(model, shapes: list, device: torch.device, precision: str, repeats: int) -> float:
+    """Seconds of just the device work of the command's batches: the same (B, L) forward passes and
+    the head on the same number of picked rows, inputs already on the device, no host work in between.
+    CUDA events around the whole run (wall clock on the CPU), after a warm-up over the same shapes;
+    median of ``repeats``."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = []
+    for b, length, k in shapes:
+        tokens = torch.randint(7, 11, (b, length), generator=generator).to(device)  # (B, L) A/C/G/T ids
+        rows, cols = torch.randint(0, b, (k,)).to(device), torch.randint(0, length, (k,)).to(device)  # (K,)
+        inputs.append((tokens, rows, cols))
+
+    def once() -> float:
+        if device.type != "cuda":
+            started = time.perf_counter()
+            run_all()
+            return time.perf_counter() - started
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run_all()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+
+    def run_all() -> None:
+        for tokens, rows, cols in inputs:
+            with autocast(device, precision):
+                hidden = model.hidden_states(tokens)  # (B, L, D)
+            model.lm_head(hidden[rows, cols].float())  # (K, V)
+
+    once()  # warm-up
+    return statistics.median(once() for _ in range(repeats))
 
 
 def main() -> None:
@@ -151,24 +221,38 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-command", action="store_true", help="skip the end-to-end command timing")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default=None, help="a checkpoint ('default': the shipped one; else --preset)")
+    parser.add_argument("--fasta", default=None, help="a real genome instead of the random one (every contig)")
+    parser.add_argument(
+        "--end-to-end-only", action="store_true", help="only the command and model-only rows (skip shared, naive)"
+    )
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(args.seed)
-    model = HyenaDNA(preset(args.preset)).eval().to(device)
+    model = (load_model(args.model) if args.model else HyenaDNA(preset(args.preset))).eval().to(device)
     model.set_conv_backend(args.backend)
     default = variants.llr_tiling(None, None, model.l_max)
     tilings = [default] + [variants.LlrTiling(*map(int, t.split(":"))) for t in args.tiling or []]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        fasta_path, seq = make_genome(tmp, args.genome_bp, args.seed)
-        queries = make_queries(seq, args.per_kb, args.seed)
+        if args.fasta:
+            fasta_path = Path(args.fasta)
+            queries, lengths = fasta_queries(args.fasta, args.per_kb, args.seed)
+        else:
+            fasta_path, seq = make_genome(tmp, args.genome_bp, args.seed)
+            queries, lengths = make_queries(seq, args.per_kb, args.seed), {"chr1": len(seq)}
         model_dir = save_model(model.cpu(), tmp / "model")
         model.to(device)
-        vcf_path = write_vcf(tmp / "in.vcf", queries, len(seq))
-        print_header(device, args, model, len(queries))
+        vcf_path = write_vcf(tmp / "in.vcf", queries, lengths)
+        print_header(device, args, model, len(queries), sum(lengths.values()))
         for tiling in tilings:
             for precision in args.precision or ["fp32", "bf16"]:
-                measure(model, model_dir, fasta_path, vcf_path, queries, tiling, device, precision, args, tmp)
+                if args.end_to_end_only:
+                    end_to_end(
+                        model, model_dir, fasta_path, vcf_path, len(queries), tiling, device, precision, args, tmp
+                    )
+                else:
+                    measure(model, model_dir, fasta_path, vcf_path, queries, tiling, device, precision, args, tmp)
 
 
 def measure(model, model_dir, fasta_path, vcf_path, queries, tiling, device, precision, args, tmp) -> None:
@@ -190,16 +274,29 @@ def measure(model, model_dir, fasta_path, vcf_path, queries, tiling, device, pre
         f"{naive_rate:,.0f} | 1.0x | |"
     )
     if not args.no_command:
-        c_sec = command_seconds(model_dir, fasta_path, vcf_path, tiling, precision, device, args, tmp)
-        rate = len(queries) / c_sec
-        print(
-            f"| {label} | {precision} | command (VCF in/out) | {len(queries)} | {s_passes} | {c_sec:.2f} | "
-            f"{rate:,.0f} | {rate / naive_rate:.1f}x | |",
-            flush=True,
+        end_to_end(
+            model, model_dir, fasta_path, vcf_path, len(queries), tiling, device, precision, args, tmp, naive_rate
         )
 
 
-def print_header(device: torch.device, args, model, n_variants: int) -> None:
+def end_to_end(model, model_dir, fasta_path, vcf_path, n, tiling, device, precision, args, tmp, naive_rate=None):
+    """The command (VCF in/out) and model-only over the same passes, and their ratio, from one run."""
+    c_sec, shapes = command_seconds(model_dir, fasta_path, vcf_path, tiling, precision, device, args, tmp)
+    m_sec = model_only_seconds(model, shapes, device, precision, args.repeats)
+    passes = sum(b for b, _, _ in shapes)
+    label = f"{tiling.context}:{tiling.stride}"
+    for path, seconds in (("command (VCF in/out)", c_sec), ("model only (the command's passes)", m_sec)):
+        rate = n / seconds
+        versus = f"{rate / naive_rate:.1f}x" if naive_rate else ""
+        print(f"| {label} | {precision} | {path} | {n} | {passes} | {seconds:.2f} | {rate:,.0f} | {versus} | |")
+    print(
+        f"# {label} {precision}: end to end {c_sec:.2f} s vs model only {m_sec:.2f} s over the same {passes} passes "
+        f"in {len(shapes)} batches: end to end at {m_sec / c_sec:.0%} of model-only throughput",
+        flush=True,
+    )
+
+
+def print_header(device: torch.device, args, model, n_variants: int, genome_bp: int) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     try:
         import triton
@@ -213,7 +310,8 @@ def print_header(device: torch.device, args, model, n_variants: int) -> None:
         f"triton {triton_version}; conv backend {backend}"
     )
     print(
-        f"# {args.preset} (random weights, l_max {model.l_max}), {args.genome_bp:,} bp random genome, "
+        f"# {args.model or args.preset} ({'checkpoint' if args.model else 'random weights'}, l_max {model.l_max}), "
+        f"{genome_bp:,} bp {'genome ' + args.fasta if args.fasta else 'random genome'}, "
         f"{n_variants} SNVs ({args.per_kb:g}/kb), batch {args.batch_size}; tiling = context:stride "
         f"(pass length context + stride - 1)"
     )
