@@ -119,7 +119,7 @@ def start_passes(
     through ``stage`` (reused, pinned on a GPU: no copy here waits for the device) and the picked
     logits of all batches come back in one asynchronous copy, so the host can prepare the next
     chunk while the device runs this one."""
-    stage = stage or Staging(device.type == "cuda")
+    stage = stage or Staging(torch.device(device).type == "cuda")
     order = sorted(range(len(passes)), key=lambda j: -len(passes[j].ids))
     batches = list(batched(order, batch_size))
     picked = [

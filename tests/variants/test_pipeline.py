@@ -29,7 +29,8 @@ def write_snvs(path, every: int = 37, wrong_ref_at: int | None = None):
 
 
 def scored(sites) -> list:
-    return [(s.record.pos, s.skip_reason(), {k: np.asarray(v).tobytes() for k, v in s.values.items()}) for s in sites]
+    """(POS, SKIP, {score: per-ALT floats or None}) per site: == compares the floats exactly."""
+    return [(s.record.pos, s.skip_reason(), {k: list(v) for k, v in s.values.items()}) for s in sites]
 
 
 def scorer(fasta, device="cpu", precision="fp32", **settings) -> VariantScorer:
