@@ -236,6 +236,10 @@ def _print_profiles(profiles: dict[str, dict]) -> None:
         cells = [_phase_cell(p["phases"][i]) for p in profiles.values()]
         print(f"| {row['phase']} | " + " | ".join(cells) + " |")
     print("\n## The forward by operator group: self CPU seconds (torch.profiler), share\n")
+    print(
+        "torch.profiler records the calling thread only: where the Hyena mix runs on kernels/fftconv_cpu.py's worker "
+        "threads (2+ threads), its short convolution, FFTs and gates are missing from this table.\n"
+    )
     print("| operators | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for group in next(iter(profiles.values()))["ops"]:
