@@ -5,7 +5,8 @@ layer, and the MLP (B, L, 4D) ones of 256 MB. On CPU each such buffer is fresh m
 serves blocks over 32 MB with mmap and unmaps them on free), and touching it page by page cost the README quick
 start more system time than all the FFTs and matrix products cost user time (benchmarks/cpu_quickstart.py).
 Slices of 16 channels (convolution) or 4096 rows (MLP) keep every temporary under ~16 MB: the allocator reuses
-them and they stay in cache.
+them and they stay in cache. The channel groups run side by side on a pool of one-thread workers, as many as
+the caller's torch threads (_run_groups).
 
 Outputs are bitwise identical to the reference's: a channel's short convolution and FFTs, and a row's matrix
 products, do not depend on the other channels or rows computed beside them (same operations, same order, same
