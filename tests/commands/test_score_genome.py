@@ -23,6 +23,7 @@ from genomelm.commands import score_variants as sv
 from genomelm.errors import InputError, UsageError
 from genomelm.formats import genome_store as store
 from genomelm.formats import tracks
+from genomelm.formats.lookup_store import alt_column, lookup_file
 from genomelm.formats.checkpoint import save_model
 from genomelm.variants.calibration import CONTEXTS, CalibrationTable
 from tests.conftest import random_dna, tiny_model, write_fasta
@@ -61,6 +62,12 @@ def options(fasta, output, model, **changes):
 def track_values(store_dir, track, contig, length) -> np.ndarray:
     with tracks.TrackReader(store.track_file(str(store_dir), track)) as reader:
         return reader.values(contig, 0, length)
+
+
+def lookup_array(store_dir, contig) -> np.ndarray:
+    """The lookup array of ``contig`` (its index among the store's track contigs names the file)."""
+    names = [name for name, _ in store.read_manifest(str(store_dir))["genome"]["track_contigs"]]
+    return np.load(lookup_file(str(store_dir), names.index(contig)))
 
 
 def all_snvs_vcf(path: Path, genome: dict[str, str], contigs=("chr1", "chr2", "chrT", "chrE")) -> Path:
@@ -102,20 +109,24 @@ def test_every_value_equals_score_variants_llr(data, tmp_path):
     records = scored_by_score_variants(data, all_snvs_vcf(tmp_path / "all.vcf", genome))
     lengths = {name: len(seq) for name, seq in genome.items()}
     mean = {(c, b): track_values(data["store"], f"llr_{b}", c, lengths[c]) for c in genome for b in "ACGT"}
-    forward = {(c, b): track_values(data["store"], f"llr_fwd_{b}", c, lengths[c]) for c in genome for b in "ACGT"}
+    arrays = {c: lookup_array(data["store"], c) for c in genome}
     seen = {"values": 0, "none": 0}
     for contig, pos, ref, alts, info in records:
         for a, alt in enumerate(alts):
             got = mean[(contig, alt)][pos]
+            column = int(alt_column(np.int64("ACGT".index(ref)), np.int64("ACGT".index(alt))))
+            row = arrays[contig][pos]  # the lookup array holds the track's float32 value, bit for bit
+            assert row[column].tobytes() == np.float32(got).tobytes() or np.isnan(got) and np.isnan(row[column])
+            forward = row[3 + column]
             if "GLM_LLR" not in info:  # n_in_context or no_context: no value in the tracks either
                 assert np.isnan(got), (contig, pos, info.get("GLM_SKIP"))
                 seen["none"] += 1
                 continue
             np.testing.assert_allclose(got, info["GLM_LLR"][a], rtol=2e-6, atol=2e-6)
             if info.get("GLM_LLR_FWD", [None] * len(alts))[a] is None:
-                assert np.isnan(forward[(contig, alt)][pos]) and pos == 0
+                assert np.isnan(forward) and pos == 0
             else:
-                np.testing.assert_allclose(forward[(contig, alt)][pos], info["GLM_LLR_FWD"][a], rtol=2e-6, atol=2e-6)
+                np.testing.assert_allclose(forward, info["GLM_LLR_FWD"][a], rtol=2e-6, atol=2e-6)
             seen["values"] += 1
         assert mean[(contig, ref)][pos] in (0.0,) or np.isnan(mean[(contig, ref)][pos])  # llr of REF -> REF
     assert seen["values"] > 4000 and seen["none"] > 100  # the N run's blocks and the 1-base contig have none
@@ -156,8 +167,9 @@ def test_tracks_are_bigwig_with_the_genome_header_and_a_manifest(data):
         assert handle.isBigWig() and handle.chroms() == {n: len(s) for n, s in _genome().items()}
         handle.close()
     assert sorted(os.listdir(data["store"])) == sorted(
-        [store.MANIFEST, store.CALIBRATION] + [f"{t}.bw" for t in store.TRACKS]
+        [store.MANIFEST, store.CALIBRATION, "lookup"] + [f"{t}.bw" for t in store.TRACKS]
     )
+    assert sorted(os.listdir(data["store"] / "lookup")) == [f"{i:07d}.npy" for i in range(len(_genome()))]
     assert not os.path.exists(store.partial_dir(str(data["store"])))
 
 
@@ -184,7 +196,9 @@ def test_calibration_counts_every_snv_and_ranks_like_the_tracks(data):
 
 
 def _files(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.name != store.MANIFEST}
+    """Every file of a store (the lookup arrays included) but the manifest, by relative path."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != store.MANIFEST)
+    return {str(p.relative_to(directory)): p.read_bytes() for p in files}
 
 
 def test_time_limit_stops_and_resume_gives_byte_identical_files(data, tmp_path):
