@@ -294,19 +294,40 @@ def _look_up_all(opts, scorer: VariantScorer, records, writer, summary, clear: l
     with progress("variant") as bar:
         task = bar.add_task("score-variants", total=None)
         while batch := list(islice(records, LOOKUP_BATCH)):
-            looked = lookup_records(scorer, batch)
+            looked = lookup_records(scorer, batch, keys)
             sites = iter(scorer.score([r for r, out in zip(batch, looked) if out is None]))
+            lines = []
             for record, out in zip(batch, looked):
                 if out is None:
                     site = next(sites)
                     skip = _count(opts, site, summary)
-                    values = {keys[name]: tuple(v) for name, v in site.values.items()}
+                    values = {keys["skip"]: skip, **{keys[name]: tuple(v) for name, v in site.values.items()}}
+                    lines.append(_annotated(opts, record, values, summary, clear))
                 else:
-                    skip = _count_looked_up(opts, record, out, summary)
-                    values = {keys[name]: v for name, v in out.values.items()}
-                summary.replaced += vcf.set_info(record, {keys["skip"]: skip, **values}, clear, prefix=opts.info_prefix)
-                writer.write(record)
+                    _count_looked_up(opts, record, out, summary)
+                    lines.append(_spliced(opts, record, out, keys, summary, clear))
+            writer.write_lines(lines, max(r.pos for r in batch))
             bar.advance(task, len(batch))
+
+
+def _annotated(opts, record, values: dict, summary: ScoreVariantsSummary, clear: list[str]) -> str:
+    """The record's line with ``values`` set through pysam (old values of the prefix removed)."""
+    summary.replaced += vcf.set_info(record, values, clear, prefix=opts.info_prefix)
+    return str(record)
+
+
+def _spliced(opts, record, out: LookedUp, keys: dict, summary, clear: list[str]) -> str:
+    """The line of a record of the batch path: its INFO text spliced into htslib's line for the record,
+    which is what set_info + str give (new keys go last). A record whose INFO holds the prefix anywhere
+    (values of an earlier run, to be removed) goes through set_info instead."""
+    line = str(record)
+    columns = line.split("\t", 8)
+    info = columns[7].rstrip("\n")
+    if opts.info_prefix in info:
+        values = {keys["skip"]: out.skip, **{keys[n]: v for n, v in out.values().items()}}
+        return _annotated(opts, record, values, summary, clear)
+    columns[7] = (out.info if info == "." else f"{info};{out.info}") + columns[7][len(info) :]
+    return "\t".join(columns)
 
 
 def _count_looked_up(opts: ScoreVariantsOptions, record, out: LookedUp, summary: ScoreVariantsSummary) -> str | None:

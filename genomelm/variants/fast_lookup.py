@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from genomelm.formats import vcf
 from genomelm.tokenizer import A_ID
 from genomelm.variants import calibration
 from genomelm.variants.planner import N_IN_CONTEXT, NO_CONTEXT, NOT_IN_PRECOMPUTED
@@ -29,13 +30,20 @@ from genomelm.variants.reference import TILE, Reference
 _CODE = {"A": 0, "C": 1, "G": 2, "T": 3, "a": 0, "c": 1, "g": 2, "t": 3}
 
 
-@dataclass
 class LookedUp:
-    """One record's outcome: its SKIP reason, or its values by score name (one per ALT, in ALT order)."""
+    """One record's outcome: its SKIP reason, or its values by score name (one per ALT, in ALT order),
+    as the INFO text htslib would write for them (``info``) and as numbers (``values()``)."""
 
-    skip: str | None
-    values: dict[str, tuple[float, ...]]
-    alleles: int
+    def __init__(self, skip: str | None, alleles: int, info: str, outcome: _Outcome | None = None, end: int = 0):
+        self.skip, self.alleles, self.info = skip, alleles, info
+        self._outcome, self._end = outcome, end
+
+    def values(self) -> dict[str, tuple[float, ...]]:
+        if self._outcome is None:
+            return {}
+        start, end = self._end - self.alleles, self._end
+        lists = self._outcome.lists
+        return {name: tuple(lists[name][start:end]) for name in lists if lists[name][end - 1] == lists[name][end - 1]}
 
 
 @dataclass
@@ -49,40 +57,39 @@ class _Snvs:
     counts: np.ndarray  # (R,) ALT alleles per record
 
 
-def lookup_records(scorer, records: list) -> list[LookedUp | None]:
+def lookup_records(scorer, records: list, keys: dict[str, str]) -> list[LookedUp | None]:
     """Per record of ``records`` (in order): its outcome, or None where the engine must score it.
-    ``scorer``: a VariantScorer with ``precomputed`` (and ``calibration`` when asked for)."""
+    ``scorer``: a VariantScorer with ``precomputed`` (and ``calibration`` when asked for); ``keys``:
+    score name (and 'skip') -> INFO key."""
     out: list[LookedUp | None] = [None] * len(records)
     for contig, snvs in _plain_snvs(records, scorer.planner.mapper).items():
-        _lookup_contig(scorer, contig, snvs, out)
+        _lookup_contig(scorer, contig, snvs, out, keys)
     return out
 
 
 def _plain_snvs(records: list, mapper) -> dict[str, _Snvs]:
     """Plain-SNV records by FASTA contig (the one Python loop over records)."""
-    found: dict[str, tuple[list, list, list, list, list]] = {}
+    found: dict[str, list] = {}
+    code_of = _CODE.get
     for i, record in enumerate(records):
         ref, alts = record.ref, record.alts
-        code = _CODE.get(ref) if ref is not None and len(ref) == 1 else None
+        code = code_of(ref) if ref is not None and len(ref) == 1 else None
         if code is None or not alts:
             continue
-        codes = [_CODE.get(a, -1) if len(a) == 1 else -1 for a in alts]
+        codes = [code_of(a, -1) if len(a) == 1 else -1 for a in alts]
         contig = mapper(record.chrom)
-        if contig is None or code in codes or -1 in codes:
-            continue
-        lists = found.get(contig) or found.setdefault(contig, ([], [], [], [], []))
-        lists[0].append(i)
-        lists[1].append(record.start)
-        lists[2].append(code)
-        lists[3].extend(codes)
-        lists[4].append(len(codes))
-    return {
-        contig: _Snvs(m, np.array(p), np.array(r), np.array(a), np.array(c))
-        for contig, (m, p, r, a, c) in found.items()
-    }
+        if contig is not None and code not in codes and -1 not in codes:
+            found.setdefault(contig, []).append((i, record.start, code, codes))
+    return {contig: _snvs(rows) for contig, rows in found.items()}
 
 
-def _lookup_contig(scorer, contig: str, snvs: _Snvs, out: list) -> None:
+def _snvs(rows: list[tuple[int, int, int, list[int]]]) -> _Snvs:
+    members, pos, ref, codes = zip(*rows)
+    alt = np.fromiter((c for alts in codes for c in alts), dtype=np.int64)
+    return _Snvs(list(members), np.array(pos), np.array(ref), alt, np.array([len(c) for c in codes]))
+
+
+def _lookup_contig(scorer, contig: str, snvs: _Snvs, out: list, keys: dict[str, str]) -> None:
     reference: Reference = scorer.reference
     length = reference.length(contig)
     inside = (snvs.pos >= 0) & (snvs.pos < length)
@@ -92,8 +99,9 @@ def _lookup_contig(scorer, contig: str, snvs: _Snvs, out: list) -> None:
     snvs, ids = _subset(snvs, matches), ids[:, matches]
     reason = _context_reasons(scorer, contig, snvs.pos, length)  # (R,) object: None, no_context, n_in_context
     outcome = _Outcome(scorer, contig, snvs, length, ids)
+    infos = outcome.infos(keys)
     for r, i in enumerate(snvs.members):
-        out[i] = outcome.record(r, reason[r])
+        out[i] = outcome.record(r, reason[r], infos[r], keys)
 
 
 def _subset(snvs: _Snvs, keep: np.ndarray) -> _Snvs:
@@ -137,41 +145,59 @@ class _Outcome:
     def __init__(self, scorer, contig: str, snvs: _Snvs, length: int, ids: np.ndarray):
         self.counts = snvs.counts.tolist()
         self.ends = np.cumsum(snvs.counts).tolist()
+        self.starts = np.concatenate([[0], np.cumsum(snvs.counts)[:-1]]).astype(np.int64)  # (R,)
         pos, ref = np.repeat(snvs.pos, snvs.counts), np.repeat(snvs.ref, snvs.counts)  # (K,)
         forward, reverse = scorer.precomputed.strands(contig, pos, ref, snvs.alt, length - 1)
         mean = np.where(np.isnan(forward), reverse, np.where(np.isnan(reverse), forward, (forward + reverse) / 2))
-        self.scores = {"llr_fwd": forward, "llr_rev": reverse, "llr": mean}
+        self.scores = {"llr_fwd": forward, "llr_rev": reverse, "llr": mean}  # the engine's key order
         if scorer.calibration is not None:
             contexts = _contexts(ids, snvs.pos, length)  # (R,)
             self.scores.update(_ranks(scorer.calibration, mean, np.repeat(contexts, snvs.counts)))
-        self.uniform = self._uniform(snvs.counts)
+        self.present = {n: self._per_record(np.isfinite(v)) for n, v in self.scores.items()}  # (R,) each
+        self.uniform = self._uniform()
         self.lists = {name: values.tolist() for name, values in self.scores.items()}
 
-    def _uniform(self, counts: np.ndarray) -> np.ndarray:
+    def _per_record(self, flags: np.ndarray) -> np.ndarray:
+        """(R,) bool: ``flags`` (K,) true for every ALT of the record."""
+        return np.logical_and.reduceat(flags, self.starts) if len(self.starts) else np.zeros(0, dtype=bool)
+
+    def _uniform(self) -> np.ndarray:
         """(R,) bool: every score is NaN for all ALTs of the record or finite for all (else: engine)."""
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        uniform = np.ones(len(counts), dtype=bool)
-        for values in self.scores.values():
-            finite, nan = np.isfinite(values), np.isnan(values)
-            all_finite = np.logical_and.reduceat(finite, starts) if len(starts) else uniform
-            all_nan = np.logical_and.reduceat(nan, starts) if len(starts) else uniform
-            uniform &= all_finite | all_nan
+        uniform = np.ones(len(self.counts), dtype=bool)
+        for name, values in self.scores.items():
+            uniform &= self.present[name] | self._per_record(np.isnan(values))
         return uniform
 
-    def record(self, r: int, reason: str | None) -> LookedUp | None:
+    def infos(self, keys: dict[str, str]) -> list[str | None]:
+        """Per record, the INFO text of its values ('KEY=v,v;KEY=...', in the engine's key order, the
+        numbers as htslib writes them); None for a record without values."""
+        names = list(self.scores)
+        present = np.stack([self.present[n] for n in names])  # (names, R)
+        columns = [self._column(keys[n], n) for n in names]
+        full = present.all(axis=0)
+        infos = [";".join(parts) if ok else None for parts, ok in zip(zip(*columns), full.tolist())]
+        for r in np.flatnonzero(~full & present[names.index("llr")]).tolist():
+            infos[r] = ";".join(columns[k][r] for k in range(len(names)) if present[k, r])
+        return infos
+
+    def _column(self, key: str, name: str) -> list[str]:
+        """'KEY=v,v' per record, the numbers formatted by htslib (meaningful where the score is present)."""
+        text = vcf.format_floats(np.nan_to_num(self.scores[name]).tolist())  # (K,)
+        prefix = key + "="
+        return [
+            prefix + (text[end - 1] if count == 1 else ",".join(text[end - count : end]))
+            for end, count in zip(self.ends, self.counts)
+        ]
+
+    def record(self, r: int, reason: str | None, info: str | None, keys: dict[str, str]) -> LookedUp | None:
         count = self.counts[r]
-        if reason is not None:
-            return LookedUp(reason, {}, count)
-        if not self.uniform[r]:
+        if reason is None and not self.uniform[r]:
             return None
-        end = self.ends[r]
-        values = {}
-        for name, column in self.lists.items():
-            if column[end - 1] == column[end - 1]:  # not NaN (uniform: the same for every ALT)
-                values[name] = tuple(column[end - count : end])
-        if "llr" not in values:
-            return LookedUp(NOT_IN_PRECOMPUTED, {}, count)
-        return LookedUp(None, values, count)
+        if reason is None and info is None:  # no llr (uniform: for no ALT)
+            reason = NOT_IN_PRECOMPUTED
+        if reason is not None:
+            return LookedUp(reason, count, f"{keys['skip']}={reason}")
+        return LookedUp(None, count, info, self, self.ends[r])
 
 
 def _contexts(ids: np.ndarray, pos: np.ndarray, length: int) -> np.ndarray:
