@@ -97,6 +97,8 @@ def _lookup_contig(scorer, contig: str, snvs: _Snvs, out: list, keys: dict[str, 
     ids = bases_at(reference, contig, np.stack([snvs.pos - 1, snvs.pos, snvs.pos + 1]), length)  # (3, R)
     matches = ids[1] == A_ID + snvs.ref  # the others (ref_is_n, ref_mismatch) are the engine's
     snvs, ids = _subset(snvs, matches), ids[:, matches]
+    if not snvs.members:
+        return
     reason = _context_reasons(scorer, contig, snvs.pos, length)  # (R,) object: None, no_context, n_in_context
     outcome = _Outcome(scorer, contig, snvs, length, ids)
     infos = outcome.infos(keys)
@@ -145,7 +147,7 @@ class _Outcome:
     def __init__(self, scorer, contig: str, snvs: _Snvs, length: int, ids: np.ndarray):
         self.counts = snvs.counts.tolist()
         self.ends = np.cumsum(snvs.counts).tolist()
-        self.starts = np.concatenate([[0], np.cumsum(snvs.counts)[:-1]]).astype(np.int64)  # (R,)
+        self.starts = (np.cumsum(snvs.counts) - snvs.counts).astype(np.int64)  # (R,) first ALT of each record
         pos, ref = np.repeat(snvs.pos, snvs.counts), np.repeat(snvs.ref, snvs.counts)  # (K,)
         forward, reverse = scorer.precomputed.strands(contig, pos, ref, snvs.alt, length - 1)
         mean = np.where(np.isnan(forward), reverse, np.where(np.isnan(reverse), forward, (forward + reverse) / 2))

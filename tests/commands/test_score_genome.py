@@ -23,9 +23,10 @@ from genomelm.commands import score_variants as sv
 from genomelm.errors import InputError, UsageError
 from genomelm.formats import genome_store as store
 from genomelm.formats import tracks
-from genomelm.formats.lookup_store import alt_column, lookup_file
 from genomelm.formats.checkpoint import save_model
+from genomelm.formats.lookup_store import alt_column, lookup_file
 from genomelm.variants.calibration import CONTEXTS, CalibrationTable
+from genomelm.variants.fast_lookup import lookup_records
 from tests.conftest import random_dna, tiny_model, write_fasta
 
 runner = CliRunner()
@@ -513,3 +514,66 @@ def test_torchrun_embed_two_gloo_processes_equal_one(data, tmp_path):
                 np.testing.assert_array_equal(a.get_tensor(key), b.get_tensor(key))
             assert a.metadata()["contigs"] == b.metadata()["contigs"]
         assert sorted(p.name for p in tmp_path.glob("*.part")) == []
+
+
+def _varied_vcf(path: Path, genome: dict[str, str]) -> Path:
+    """_mixed_vcf's records plus what the batch lookup path must hand to the engine or get right itself:
+    INFO already set (other keys, and old values of the prefix), lower-case and multi-allelic alleles,
+    ALT equal to REF, an indel next to SNVs, a position past the contig end."""
+    records = _mixed_vcf(path.with_name("mixed-base.vcf"), genome)
+    header = pysam.VariantFile(str(records)).header.copy()
+    header.add_line('##INFO=<ID=DP,Number=1,Type=Integer,Description="depth">')
+    header.add_line('##INFO=<ID=AF,Number=A,Type=Float,Description="frequency">')
+    header.add_line('##INFO=<ID=GLM_LLR,Number=A,Type=Float,Description="an earlier run">')
+    c2 = genome["chr2"].upper()
+    with pysam.VariantFile(str(records)) as source, pysam.VariantFile(str(path), "w", header=header) as out:
+        for n, record in enumerate(source):
+            copy = out.new_record(contig=record.chrom, start=record.start, stop=record.stop, alleles=record.alleles)
+            if n % 3 == 0:
+                copy.info["DP"] = n
+            if n % 5 == 0 and len(copy.alts) == 1:
+                copy.info["AF"] = (0.25,)
+            if n % 11 == 0 and len(copy.alts) == 1:
+                copy.info["GLM_LLR"] = (1.5,)
+            out.write(copy)
+        other = [b for b in "ACGT" if b != c2[10]]
+        for start, alleles in [
+            (10, (c2[10].lower(), other[0].lower())),
+            (11, (c2[11], c2[11])),
+            (12, (c2[12], "A", "AT")),
+        ]:
+            out.write(out.new_record(contig="chr2", start=start, stop=start + 1, alleles=alleles))
+        out.write(out.new_record(contig="chr2", start=299, stop=300, alleles=(c2[299], other[1])))
+    return path
+
+
+def _vcf_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if not line.startswith("##genomelm_command=")]
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_batch_lookup_path_writes_the_engines_bytes(data, tmp_path, monkeypatch, calibrated):
+    vcf_path = _varied_vcf(tmp_path / "varied.vcf", _genome())
+    outputs, looked_up = {}, []
+
+    def counted(*args):
+        found = lookup_records(*args)
+        looked_up.extend(out is not None for out in found)
+        return found
+
+    monkeypatch.setattr(sv, "lookup_records", counted)
+    for fast in (False, True):
+        monkeypatch.setattr(sv, "FAST_LOOKUP", fast)
+        monkeypatch.setattr(sv, "LOOKUP_BATCH", 7)  # batches that end mid-contig
+        out = tmp_path / ("fast" if fast else "engine") / "out.vcf"
+        out.parent.mkdir()
+        store_dir = str(data["store"])
+        options = dict(precomputed=store_dir, calibration=store_dir if calibrated else None)
+        summary = sv.run(sv.ScoreVariantsOptions(str(vcf_path), str(data["fasta"]), str(out), **options))
+        outputs[fast] = (_vcf_lines(out), summary.records, summary.scored, summary.skipped, summary.replaced)
+    assert outputs[True] == outputs[False]
+    assert sum(looked_up) > 300 and not all(looked_up)  # both paths at work
+    lines = outputs[True][0]
+    assert any("DP=" in line and "GLM_LLR=" in line for line in lines)
+    assert sum("GLM_LLR_PCT_CTX=" in line for line in lines) > 100 or not calibrated
+    assert outputs[True][4] > 0  # old GLM_LLR values removed
