@@ -34,6 +34,8 @@ class LookedUp:
     """One record's outcome: its SKIP reason, or its values by score name (one per ALT, in ALT order),
     as the INFO text htslib would write for them (``info``) and as numbers (``values()``)."""
 
+    __slots__ = ("skip", "alleles", "info", "_outcome", "_end")
+
     def __init__(self, skip: str | None, alleles: int, info: str, outcome: _Outcome | None = None, end: int = 0):
         self.skip, self.alleles, self.info = skip, alleles, info
         self._outcome, self._end = outcome, end
@@ -58,8 +60,8 @@ class _Snvs:
 
 
 def lookup_records(scorer, records: list, keys: dict[str, str]) -> list[LookedUp | None]:
-    """Per record of ``records`` (in order): its outcome, or None where the engine must score it.
-    ``scorer``: a VariantScorer with ``precomputed`` (and ``calibration`` when asked for); ``keys``:
+    """Per record of ``records`` (pysam records, in order): its outcome, or None where the engine must
+    score it. ``scorer``: a VariantScorer with ``precomputed`` (and ``calibration`` when asked for); ``keys``:
     score name (and 'skip') -> INFO key."""
     out: list[LookedUp | None] = [None] * len(records)
     for contig, snvs in _plain_snvs(records, scorer.planner.mapper).items():
@@ -72,11 +74,11 @@ def _plain_snvs(records: list, mapper) -> dict[str, _Snvs]:
     found: dict[str, list] = {}
     code_of = _CODE.get
     for i, record in enumerate(records):
-        ref, alts = record.ref, record.alts
-        code = code_of(ref) if ref is not None and len(ref) == 1 else None
-        if code is None or not alts:
+        alleles = record.alleles  # (REF, *ALTs): one call, where .ref and .alts are two
+        code = code_of(alleles[0]) if alleles and len(alleles) > 1 else None
+        if code is None:
             continue
-        codes = [code_of(a, -1) if len(a) == 1 else -1 for a in alts]
+        codes = [code_of(a, -1) for a in alleles[1:]]  # longer alleles are not keys: -1
         contig = mapper(record.chrom)
         if contig is not None and code not in codes and -1 not in codes:
             found.setdefault(contig, []).append((i, record.start, code, codes))
@@ -156,7 +158,7 @@ class _Outcome:
             contexts = _contexts(ids, snvs.pos, length)  # (R,)
             self.scores.update(_ranks(scorer.calibration, mean, np.repeat(contexts, snvs.counts)))
         self.present = {n: self._per_record(np.isfinite(v)) for n, v in self.scores.items()}  # (R,) each
-        self.uniform = self._uniform()
+        self.uniform = self._uniform().tolist()
         self.lists = {name: values.tolist() for name, values in self.scores.items()}
 
     def _per_record(self, flags: np.ndarray) -> np.ndarray:
