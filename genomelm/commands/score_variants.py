@@ -4,6 +4,11 @@ Options -> run() -> Summary over the engine in genomelm.variants (methods, windo
 see genomelm/variants/ and README "Score definitions"). Every value is per ALT allele (Number=A),
 absent where an allele has none. Records that cannot be scored are written unchanged apart from
 ``<prefix>SKIP=<reason>`` and counted in the summary.
+
+With --precomputed (no --model, no --tsv) records go through a batched path (genomelm.variants.
+fast_lookup): plain SNVs are looked up and calibrated as numpy arrays, a batch at a time, and their
+INFO text is spliced into htslib's line; every other record still goes through the engine. The output
+is byte for byte the engine's (tested); ``FAST_LOOKUP = False`` turns the batched path off.
 """
 
 from __future__ import annotations
