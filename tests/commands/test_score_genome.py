@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from genomelm.cli import app
 from genomelm.commands import score_genome as sg
 from genomelm.commands import score_variants as sv
-from genomelm.errors import InputError, UsageError
+from genomelm.errors import FormatError, InputError, UsageError
 from genomelm.formats import genome_store as store
 from genomelm.formats import tracks
 from genomelm.formats.checkpoint import save_model
@@ -577,3 +577,17 @@ def test_batch_lookup_path_writes_the_engines_bytes(data, tmp_path, monkeypatch,
     assert any("DP=" in line and "GLM_LLR=" in line for line in lines)
     assert sum("GLM_LLR_PCT_CTX=" in line for line in lines) > 100 or not calibrated
     assert outputs[True][4] > 0  # old GLM_LLR values removed
+
+
+def test_a_store_of_an_older_format_is_refused_with_a_hint(data, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    manifest = json.loads((data["store"] / store.MANIFEST).read_text())
+    (old / store.MANIFEST).write_text(json.dumps({**manifest, "format_version": 1}))
+    vcf_path = _mixed_vcf(tmp_path / "mixed.vcf", _genome())
+    opts = sv.ScoreVariantsOptions(str(vcf_path), str(data["fasta"]), str(tmp_path / "o.vcf"), precomputed=str(old))
+    with pytest.raises(
+        FormatError, match="format version 1, this genomelm reads version 2: run `genomelm score-genome`"
+    ):
+        sv.run(opts)
+    assert not (tmp_path / "o.vcf").exists()
