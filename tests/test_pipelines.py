@@ -192,7 +192,9 @@ def _check_snakemake_genome(data, gathered: Path, tmp_path: Path) -> None:
     names = sorted(p.name for p in whole.iterdir())
     produced = sorted(p.name for p in gathered.iterdir() if p.name != ".snakemake_timestamp")
     assert names == produced and "llr_A.bw" in names
-    for name in names:
+    files = sorted(str(p.relative_to(whole)) for p in whole.rglob("*") if p.is_file())
+    assert "lookup/0000000.npy" in files
+    for name in files:
         if name != "manifest.json":
             assert (gathered / name).read_bytes() == (whole / name).read_bytes(), name
     assert not (tmp_path / "results" / "genome_shards").exists() or not any(
