@@ -95,11 +95,14 @@ def _cpuinfo() -> list[str]:
 
 
 def _run_command(tree: Path, output: Path) -> dict[str, float]:
-    """One `genomelm embed` process on tree's code: wall, user, sys seconds and peak RSS (MB) from wait4."""
+    """One `genomelm embed` process on tree's code: wall, user, sys seconds and peak RSS (MB) from wait4.
+
+    It runs in output's folder and writes output's bare name: the command line recorded in the file's metadata is
+    then the same for every tree, and the files can be compared byte for byte."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    command = [sys.executable, "-m", "genomelm", "embed", str(HERE / INPUT), "-o", str(output)]
+    command = [sys.executable, "-m", "genomelm", "embed", str(HERE / INPUT), "-o", output.name]
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, env=env, cwd=output.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     stderr = process.stderr.read().decode() if process.stderr else ""
@@ -112,7 +115,9 @@ def _run_command(tree: Path, output: Path) -> dict[str, float]:
 def _side_by_side(trees: dict[str, Path], repeats: int) -> None:
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     with tempfile.TemporaryDirectory() as scratch:
-        outputs = {name: Path(scratch) / f"out{i}.safetensors" for i, name in enumerate(trees)}
+        outputs = {name: Path(scratch) / str(i) / "out.safetensors" for i, name in enumerate(trees)}
+        for path in outputs.values():
+            path.parent.mkdir()
         for _ in range(repeats):
             for name, tree in trees.items():
                 runs[name].append(_run_command(tree, outputs[name]))
@@ -231,6 +236,10 @@ def _print_profiles(profiles: dict[str, dict]) -> None:
         cells = [_phase_cell(p["phases"][i]) for p in profiles.values()]
         print(f"| {row['phase']} | " + " | ".join(cells) + " |")
     print("\n## The forward by operator group: self CPU seconds (torch.profiler), share\n")
+    print(
+        "torch.profiler records the calling thread only: where the Hyena mix runs on kernels/fftconv_cpu.py's worker "
+        "threads (2+ threads), its short convolution, FFTs and gates are missing from this table.\n"
+    )
     print("| operators | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for group in next(iter(profiles.values()))["ops"]:

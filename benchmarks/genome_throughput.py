@@ -97,7 +97,8 @@ def end_to_end(args, fasta: Path, out: Path) -> dict:
     started = time.perf_counter()
     summary = score_genome.run(opts)
     wall = time.perf_counter() - started
-    sizes = {name: os.path.getsize(out / name) for name in sorted(os.listdir(out))}
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    sizes = {str(p.relative_to(out)): p.stat().st_size for p in files}
     store_bytes = sum(sizes.values())
     mbp = summary.bases / 1e6
     return {

@@ -6,8 +6,11 @@ torch and the command modules are imported inside each command so that `genomelm
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Annotated, Optional
@@ -723,5 +726,35 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         app()
+    except SystemExit as stop:
+        if isinstance(stop.code, int | None):
+            _leave_without_teardown(stop.code or 0)
+        raise
     finally:
         _flush_stdout_quietly()
+
+
+def _leave_without_teardown(code: int) -> None:
+    """Exit now, once the work is done, without Python's module teardown.
+
+    Why: tearing down torch's modules and objects at interpreter exit cost the quick start 0.4-0.9 s (2 cores),
+    up to a tenth of its run (benchmarks/cpu_quickstart.py). The atexit handlers still run (logging, temporary
+    files, coverage) and the streams are flushed; the outputs are complete and renamed before the command returns.
+    Left to the normal exit: runs without torch (--help, --version: nothing to gain), under a profiler or tracer
+    (they report at exit), and while a thread other than the Hyena mix's idle workers is alive.
+    """
+    if "torch" not in sys.modules or sys.getprofile() or sys.gettrace() or _foreign_threads():
+        return
+    atexit._run_exitfuncs()
+    _flush_stdout_quietly()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _foreign_threads() -> bool:
+    """True while a non-daemon thread runs besides this one and the Hyena mix's pool (kernels/fftconv_cpu.py)."""
+    return any(
+        not t.daemon and t is not threading.current_thread() and not t.name.startswith("genomelm-mix")
+        for t in threading.enumerate()
+    )

@@ -192,7 +192,9 @@ def _check_snakemake_genome(data, gathered: Path, tmp_path: Path) -> None:
     names = sorted(p.name for p in whole.iterdir())
     produced = sorted(p.name for p in gathered.iterdir() if p.name != ".snakemake_timestamp")
     assert names == produced and "llr_A.bw" in names
-    for name in names:
+    files = sorted(str(p.relative_to(whole)) for p in whole.rglob("*") if p.is_file())
+    assert "lookup/0000000.npy" in files
+    for name in files:
         if name != "manifest.json":
             assert (gathered / name).read_bytes() == (whole / name).read_bytes(), name
     assert not (tmp_path / "results" / "genome_shards").exists() or not any(
@@ -542,3 +544,29 @@ def test_cli_resolves_home_models_and_moves_the_triton_cache(data, tmp_path, mon
     )
     assert result.exit_code == 0, result.output
     assert os.environ["TRITON_CACHE_DIR"] == str(home / "triton")
+
+
+def test_exit_after_torch_skips_teardown_but_runs_atexit_and_keeps_the_status(tmp_path):
+    """main() leaves with os._exit once a command that loaded torch is done: atexit handlers still run, buffered
+    stdout is flushed, the exit status is the command's; module teardown (which deletes __main__'s globals) is not.
+    The same witness does report teardown after --version, which never loads torch."""
+    code = (
+        "import atexit, sys\n"
+        "from genomelm.cli import main\n"
+        "class Witness:\n"
+        "    def __del__(self): print('teardown', file=sys.stderr)\n"
+        "w = Witness()\n"
+        "atexit.register(print, 'atexit ran', file=sys.stderr)\n"
+        "print('buffered', end='')\n"
+        "sys.argv = ['genomelm', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    missing, out = tmp_path / "missing.fa", tmp_path / "out.safetensors"
+    args = ["embed", str(missing), "-o", str(out)]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == "buffered"
+    assert "FASTA not found" in done.stderr and "atexit ran" in done.stderr
+    assert "teardown" not in done.stderr
+    bare = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 0 and "atexit ran" in bare.stderr and "teardown" in bare.stderr

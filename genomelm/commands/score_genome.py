@@ -28,6 +28,7 @@ from genomelm.commands._provenance import model_sha256
 from genomelm.errors import Interrupted, UsageError
 from genomelm.formats import genome_store as store
 from genomelm.formats.fasta import parse_regions
+from genomelm.formats.lookup_store import LOOKUP_DIR
 from genomelm.formats.tracks import check_track_contigs
 from genomelm.log import get_logger, progress
 from genomelm.runtime import PRECISIONS, barrier, check_batch_size, check_max_n_frac, distributed, rank_device
@@ -46,7 +47,6 @@ TRACK_DESCRIPTIONS = {
     },
     "llr_min": "lowest llr of the 3 alternative bases (the most damaging SNV at the position)",
     "surprise": "-log2 P(reference base), mean of both strands (bits)",
-    **{f"llr_fwd_{b}": f"llr of changing the position to {b}, forward strand (left context) only" for b in "ACGT"},
 }
 
 
@@ -344,13 +344,13 @@ def _stopped(summary: ScoreGenomeSummary, reason: str, outdir: str) -> None:
 def _finish_store(work: str, outdir: str, identity: dict, started: float) -> int:
     """Move the tracks and calibration into place, write the manifest, rename the work dir to OUTDIR."""
     track_dir = os.path.join(work, store.TRACK_DIR)
-    for name in [f"{t}.bw" for t in store.TRACKS] + [store.CALIBRATION]:
+    for name in [f"{t}.bw" for t in store.TRACKS] + [store.CALIBRATION, LOOKUP_DIR]:
         os.replace(os.path.join(track_dir, name), os.path.join(work, name))
     shutil.rmtree(os.path.join(work, store.SEGMENTS))
     shutil.rmtree(track_dir)
     os.unlink(os.path.join(work, store.JOURNAL))
     store.write_json(os.path.join(work, store.MANIFEST), _manifest(identity, started))
-    size = sum(os.path.getsize(os.path.join(work, name)) for name in os.listdir(work))
+    size = sum(os.path.getsize(os.path.join(top, name)) for top, _, names in os.walk(work) for name in names)
     _replace_dir(work, outdir)
     return size
 
@@ -366,6 +366,7 @@ def _manifest(identity: dict, started: float) -> dict:
         **identity,
         "tracks": {name: {"file": f"{name}.bw", "description": TRACK_DESCRIPTIONS[name]} for name in store.TRACKS},
         "calibration": store.CALIBRATION,
+        "lookup": LOOKUP_DIR,
         "coordinates": "bigWig: 0-based half-open; positions without a value are absent",
         "provenance": {
             "command": "genomelm score-genome",

@@ -6,8 +6,14 @@ Layout of a finished store (OUTDIR)::
     llr_A.bw ... llr_T.bw    llr of changing each position to that base, mean of both strands (0 at REF)
     llr_min.bw               the most damaging (lowest) llr of the 3 alternative bases
     surprise.bw              -log2 P(reference base), mean of both strands
-    llr_fwd_A.bw ... _T.bw   the forward-strand llr (the reverse strand's is 2 * mean - forward)
+    lookup/0000000.npy ...   per track contig, (length, 6) float32 memory-mappable rows: the mean and
+                             forward-strand llr of the 3 SNVs of each position (genomelm.formats.lookup_store),
+                             what `score-variants --precomputed` reads (the reverse strand's llr is
+                             2 * mean - forward)
     calibration.npz          the llr distribution of every scored SNV (see genomelm.variants.calibration)
+
+The bigWig tracks are for genome browsers; lookups read only the arrays. Format version 2 (version 1
+also had llr_fwd_*.bw tracks, read by lookups, and no arrays).
 
 While a run works, everything lives in the sibling directory ``OUTDIR.partial/`` (a journal, the
 finished segments of scores, the tracks being written); the run ends by renaming it to OUTDIR, so
@@ -26,11 +32,10 @@ import numpy as np
 from genomelm.errors import FormatError, InputError
 
 FORMAT = "genomelm-genome-scores"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BASES = "ACGT"
 MEAN_TRACKS = tuple(f"llr_{b}" for b in BASES)
-FORWARD_TRACKS = tuple(f"llr_fwd_{b}" for b in BASES)
-TRACKS = (*MEAN_TRACKS, "llr_min", "surprise", *FORWARD_TRACKS)
+TRACKS = (*MEAN_TRACKS, "llr_min", "surprise")
 MANIFEST, JOURNAL, CALIBRATION = "manifest.json", "journal.json", "calibration.npz"
 SEGMENTS, TRACK_DIR = "segments", "tracks"
 
@@ -81,8 +86,14 @@ def read_manifest(outdir: str) -> dict:
         hint = " (an unfinished run: continue it with --resume)" if os.path.isdir(partial_dir(outdir)) else ""
         raise InputError(f"{outdir}: no {MANIFEST}, not a finished score-genome store{hint}")
     manifest = read_json(path, "score store manifest")
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise FormatError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} manifest")
+    if manifest.get("format") != FORMAT:
+        raise FormatError(f"{path}: not a {FORMAT} manifest")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            f"{outdir}: a score-genome store of format version {version}, this genomelm reads version "
+            f"{FORMAT_VERSION}: run `genomelm score-genome` again (or use the genomelm that wrote it)"
+        )
     return manifest
 
 

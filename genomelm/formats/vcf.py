@@ -46,6 +46,7 @@ _INFO_TYPES = ("Integer", "Float", "Flag", "Character", "String")
 _BASES = frozenset("ACGT")
 _BGZF_BLOCK = 1 << 16  # bytes htslib writes at once (one BGZF block)
 _TEXT_FLUSH = 4096  # records per write() call in text output
+_FORMAT_BATCH = 8192  # values formatted by htslib at once (format_floats)
 _END_LINE = '##INFO=<ID=END,Number=1,Type=Integer,Description="End position of the variant (1-based, inclusive)">'
 
 # --------------------------------------------------------------------------- alleles
@@ -426,6 +427,15 @@ class VariantWriter:
             if len(self._pending) >= _TEXT_FLUSH:
                 self._flush()
 
+    def write_lines(self, lines: list[str], max_pos: int) -> None:
+        """Append records already formatted as VCF text (as ``str(record)`` gives them, newlines
+        included); ``max_pos``: their largest 1-based POS. For callers that edit the text of records."""
+        self._max_pos = max(self._max_pos, max_pos)
+        with atomic.write_errors(self.path):
+            self._pending.extend(lines)
+            if len(self._pending) >= _TEXT_FLUSH:
+                self._flush()
+
     def _flush(self) -> None:
         if self._pending:
             self._emit("".join(self._pending))
@@ -570,6 +580,21 @@ def set_info(
         if value is not None:
             record.info[key] = value
     return len(stale)
+
+
+def format_floats(values: list[float]) -> list[str]:
+    """``values`` as htslib writes them in a Float INFO field (float32, its own %g-like digits), through
+    htslib itself: one scratch record per 8192 values, so callers splicing INFO text get the bytes
+    pysam's ``record.info[key] = value`` would give, at a tenth of its cost."""
+    header = pysam.VariantHeader()
+    header.contigs.add("x", length=1)
+    header.add_line('##INFO=<ID=X,Number=.,Type=Float,Description="scratch">')
+    record = header.new_record(contig="x", start=0, stop=1, alleles=("A", "C"))
+    out: list[str] = []
+    for start in range(0, len(values), _FORMAT_BATCH):
+        record.info["X"] = values[start : start + _FORMAT_BATCH]
+        out += str(record).rstrip("\n").split("\t")[7][2:].split(",")
+    return out
 
 
 # --------------------------------------------------------------------------- flat table

@@ -5,7 +5,8 @@ layer, and the MLP (B, L, 4D) ones of 256 MB. On CPU each such buffer is fresh m
 serves blocks over 32 MB with mmap and unmaps them on free), and touching it page by page cost the README quick
 start more system time than all the FFTs and matrix products cost user time (benchmarks/cpu_quickstart.py).
 Slices of 16 channels (convolution) or 4096 rows (MLP) keep every temporary under ~16 MB: the allocator reuses
-them and they stay in cache.
+them and they stay in cache. The channel groups run side by side on a pool of one-thread workers, as many as
+the caller's torch threads (_run_groups).
 
 Outputs are bitwise identical to the reference's: a channel's short convolution and FFTs, and a row's matrix
 products, do not depend on the other channels or rows computed beside them (same operations, same order, same
@@ -15,9 +16,10 @@ preallocated outputs).
 
 from __future__ import annotations
 
-import contextlib
+import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +29,8 @@ from genomelm.kernels.fftconv_ref import fftconv_ref, hyena_mix_ref
 CHANNEL_GROUP = 16  # channels per slice: (B, 16, 2L) fp32 = 8 MB at B = 2, L = 32k
 ROW_BLOCK = 4096  # rows per slice of a position-wise module: (4096, 1024) fp32 = 16 MB
 MIN_ROWS = 64  # no matrix product over fewer rows than this (see map_row_blocks)
-_THREAD_SETTING = threading.Lock()
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (pid, threads) -> one-thread workers
+_POOL_LOCK = threading.Lock()
 
 
 def hyena_mix_cpu(
@@ -53,28 +56,72 @@ def hyena_mix_cpu(
     weight = short_weight.view(3, channels, *short_weight.shape[1:])  # (3, C, 1, K)
     bias = short_bias.view(3, channels)
     out = _output_buffer((batch, channels, seq_len), projected)  # (B, C, L)
-    with _one_thread():
-        for start in range(0, channels, group):
-            part = slice(start, start + group)
-            x0, x1, v = _short_conv(parts[..., part], weight[:, part], bias[:, part]).chunk(3, dim=1)  # (B, G, L)
-            y = fftconv_ref(v * x1, k[part], D[part])  # (B, G, L)
-            torch.mul(y, x0, out=out[:, part])
+
+    def mix_group(start: int) -> None:
+        part = slice(start, start + group)
+        x0, x1, v = _short_conv(parts[..., part], weight[:, part], bias[:, part]).chunk(3, dim=1)  # (B, G, L)
+        y = fftconv_ref(v * x1, k[part], D[part])  # (B, G, L)
+        torch.mul(y, x0, out=out[:, part])
+
+    _run_groups(mix_group, range(0, channels, group))
     return out.transpose(1, 2)  # (B, L, C)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """One intra-op thread for the slices: each op on 8 MB is memory-bound and gains nothing from a second
-    thread, but pays a barrier per op (16 slices x 10 ops x layers), and a long one when another process has
-    the other core (measured, 2 cores: 0.40 s per layer on one thread, 0.4-1.3 s on two). Thread count does
-    not change any value (the reference gives the same bits on 1 and 2 threads)."""
-    with _THREAD_SETTING:  # the thread count is process-wide: concurrent callers must not restore each other's 1
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
+def _run_groups(work: Callable[[int], None], starts: range) -> None:
+    """work(start) for every channel group, each group on one thread, the groups spread over the caller's threads.
+
+    Why: each op on a group's 8 MB is memory-bound and gains nothing from a second thread, but pays a barrier
+    per op (16 groups x 10 ops x layers), and a long one when another process has the other core. So one group
+    runs on one thread, and torch.get_num_threads() groups run at once (a pool of one-thread workers): every
+    core works, no barriers. A group's values do not depend on which thread computes it or on its neighbours
+    (the reference gives the same bits on 1 and 2 threads). The caller's thread count is never changed.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1 or len(starts) == 1:
+        for start in starts:
+            work(start)
+        return
+    in_caller_mode = _caller_mode()
+    for _ in _pool(threads).map(lambda start: in_caller_mode(work, start), starts):  # re-raises a worker's error
+        pass
+
+
+def _caller_mode() -> Callable:
+    """A runner of fn(*args) under the calling thread's grad, inference and CPU autocast modes (all thread-local:
+    a worker starts with grad on and autocast off)."""
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+    autocast, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+
+    def run(fn: Callable, *args):
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            with torch.autocast("cpu", dtype=dtype, enabled=autocast):
+                return fn(*args)
+
+    return run
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """The process's pool of ``threads`` one-thread workers (a forked child makes its own: threads do not fork)."""
+    key = (os.getpid(), threads)
+    with _POOL_LOCK:
+        if key not in _POOLS:
+            _POOLS[key] = _start_pool(threads)
+        return _POOLS[key]
+
+
+def _start_pool(threads: int) -> ThreadPoolExecutor:
+    """``threads`` workers, all started now with one intra-op thread each.
+
+    torch's thread count is per thread (OpenMP's and MKL's settings are thread-local), but torch.set_num_threads
+    also records the value as the default of threads that have not run an op yet: once every worker has set its
+    1, the caller's count is recorded again (it is this thread's count already, so nothing else changes).
+    """
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="genomelm-mix")
+    started = threading.Barrier(threads)
+    for _ in pool.map(lambda _: (torch.set_num_threads(1), started.wait()), range(threads)):
+        pass
+    torch.set_num_threads(threads)
+    return pool
 
 
 def _output_buffer(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:

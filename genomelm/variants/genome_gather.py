@@ -1,8 +1,8 @@
 """Gather score-genome stores computed for disjoint contigs (a workflow's shards) into one store.
 
 The tracks are rewritten contig by contig in the genome's order through the same writer (values cut at
-the same positions), the calibration counts summed: the result is byte-identical to one unsharded run's
-tracks and calibration (tested through the Snakemake example).
+the same positions), the lookup arrays copied (renumbered), the calibration counts summed: the result is
+byte-identical to one unsharded run's tracks, arrays and calibration (tested through the Snakemake example).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 
 from genomelm.errors import InputError, UsageError
 from genomelm.formats import genome_store as store
+from genomelm.formats.lookup_store import LOOKUP_DIR, lookup_file
 from genomelm.formats.tracks import BigWigWriter, TrackReader
 
 READ_BASES = 1 << 20  # values read and written at a time (bounded memory whatever the contig length)
@@ -30,6 +31,7 @@ def gather_stores(shards: list[str], outdir: str, lengths: dict[str, int]) -> di
     zoom_levels = int(manifests[0]["settings"].get("zoom_levels", 0))
     for track in store.TRACKS:
         _gather_track(track, contigs, owners, work, zoom_levels)
+    _gather_lookup(contigs, owners, dict(zip(shards, manifests)), work)
     counts = sum(store.load_arrays(os.path.join(s, store.CALIBRATION), "calibration table")["counts"] for s in shards)
     calibration = store.load_arrays(os.path.join(shards[0], store.CALIBRATION), "calibration table")
     store.save_arrays(os.path.join(work, store.CALIBRATION), {**calibration, "counts": counts}, compress=True)
@@ -82,6 +84,15 @@ def _gather_track(track: str, contigs, owners: dict[str, str], work: str, zoom_l
     finally:
         for reader in readers.values():
             reader.close()
+
+
+def _gather_lookup(contigs, owners: dict[str, str], manifests: dict[str, dict], work: str) -> None:
+    """Copy each contig's lookup array, renumbered by its index among the gathered contigs."""
+    os.makedirs(os.path.join(work, LOOKUP_DIR))
+    for index, (name, _) in enumerate(contigs):
+        shard = owners[name]
+        names = [n for n, _ in manifests[shard]["genome"]["track_contigs"]]
+        shutil.copyfile(lookup_file(shard, names.index(name)), lookup_file(work, index))
 
 
 def _manifest(manifests: list[dict], contigs, shards: list[str]) -> dict:

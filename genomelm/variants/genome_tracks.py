@@ -25,6 +25,7 @@ import numpy as np
 
 from genomelm.errors import GenomelmError
 from genomelm.formats import genome_store as store
+from genomelm.formats.lookup_store import LookupWriter, lookup_rows
 from genomelm.formats.tracks import BigWigWriter
 from genomelm.variants.calibration import CalibrationCounter
 
@@ -32,6 +33,7 @@ _A_ID = 7
 _LN2 = float(np.log(2.0))
 CALIBRATION_JOB = "calibration"
 CALIBRATION_PROCESSES = 2  # the calibration counts, split by segment over this many processes
+LOOKUP_JOB = "lookup"  # the lookup arrays (genomelm.formats.lookup_store)
 POLL_SECONDS = 0.02
 
 
@@ -77,8 +79,13 @@ class SegmentScores:
             for base in range(4):
                 np.minimum(lowest, np.where(code == base, np.inf, self.mean(base)), out=lowest)
             return np.where(np.isfinite(lowest), lowest, np.nan)
-        base = store.BASES.index(name[-1])
-        return self._column("forward", base) if name.startswith("llr_fwd_") else self.mean(base)
+        return self.mean(store.BASES.index(name[-1]))
+
+    def lookup_rows(self) -> np.ndarray:
+        """(n, 6) float32 rows of the lookup arrays: mean and forward llr of the 3 alternative bases."""
+        mean = np.stack([self.mean(base) for base in range(4)], axis=1)  # (n, 4), as the llr_<base> tracks
+        forward = np.asarray(self.segment["forward_llr"])  # (n, 4) float32
+        return lookup_rows(self.ref[1:-1].astype(np.int64) - _A_ID, mean, forward)
 
 
 def _strand_mean(forward: np.ndarray, reverse: np.ndarray) -> np.ndarray:
@@ -126,18 +133,21 @@ def _error_file(job: WriterJob) -> str:
 
 def _write_tracks(job: WriterJob, cancel) -> None:
     track_dir = os.path.join(job.work_dir, store.TRACK_DIR)
-    names = [t for t in job.tracks if t != CALIBRATION_JOB]
+    names = [t for t in job.tracks if t not in (CALIBRATION_JOB, LOOKUP_JOB)]
     writers = {t: BigWigWriter(store.track_file(track_dir, t), job.contigs, job.zoom_levels) for t in names}
     counter = CalibrationCounter() if CALIBRATION_JOB in job.tracks else None
+    lookup = LookupWriter(track_dir, job.contigs) if LOOKUP_JOB in job.tracks else None
     for i, (contig, segment) in enumerate(_segments_in_order(job, cancel)):
         scores = SegmentScores(segment)
         for name, writer in writers.items():
             writer.add(contig, scores.start, scores.track(name))
         if counter is not None and i % job.shard[1] == job.shard[0]:
             counter.add(scores.mean_llr, scores.ref)
+        if lookup is not None:
+            lookup.add(contig, scores.start, scores.lookup_rows())
     if cancel.is_set():
         return
-    for writer in writers.values():
+    for writer in [*writers.values(), *([lookup] if lookup is not None else [])]:
         writer.close()
     if counter is not None:
         np.save(_shard_file(job), counter.counts)
@@ -200,6 +210,8 @@ class TrackWriterPool:
             WriterJob(base.work_dir, base.contigs, base.plan, [CALIBRATION_JOB], shard=(i, calibration_processes))
             for i in range(calibration_processes)
         ]
+        # and the lookup arrays (24 bytes a base, no compression)
+        self.jobs.append(WriterJob(base.work_dir, base.contigs, base.plan, [LOOKUP_JOB]))
         # fork, as torch's DataLoader workers: no re-import of torch; the children use numpy and
         # pyBigWig only, never CUDA, so a parent holding CUDA state is fine.
         methods = multiprocessing.get_all_start_methods()

@@ -1,10 +1,10 @@
 """SNV scores looked up in a score-genome store instead of computed: no model, CPU only.
 
-``PrecomputedScores(outdir)`` reads the store's tracks: the llr of an SNV is the ``llr_<ALT>`` track
-(mean of both strands), its forward-strand llr the ``llr_fwd_<ALT>`` track, and its reverse-strand
-llr follows as 2 * mean - forward (a contig's first base has no forward value: there the mean is the
-reverse one; its last base has no reverse value). Queries are read a cluster of nearby positions at
-a time, one read per track per cluster, which is what makes lookups fast.
+``PrecomputedScores(outdir)`` reads the store's lookup arrays (genomelm.formats.lookup_store), one
+memory-mapped float32 row per position: the llr of an SNV (mean of both strands) and its forward-strand
+llr; its reverse-strand llr follows as 2 * mean - forward (a contig's first base has no forward value:
+there the mean is the reverse one; its last base has no reverse value). A query reads its own row and
+nothing else.
 
 ``load_calibration(outdir)`` gives the store's CalibrationTable (rank fractions, PHRED).
 """
@@ -17,17 +17,16 @@ import numpy as np
 
 from genomelm.errors import FormatError, InputError, UsageError
 from genomelm.formats import genome_store as store
-from genomelm.formats.tracks import TrackReader
+from genomelm.formats.lookup_store import alt_column, open_lookup
 from genomelm.variants import calibration
 from genomelm.variants.llr import LlrResult, LlrTiling, SnvQuery
 from genomelm.variants.reference import Reference
 
-CLUSTER_GAP = 4096  # queries closer than this share one read per track
-CLUSTER_SPAN = 1 << 20  # ... as long as the read stays under this many positions
+_CODE = {"A": 0, "C": 1, "G": 2, "T": 3}
 
 
 class PrecomputedScores:
-    """The llr tracks of a finished store, read per cluster of queries."""
+    """The lookup arrays of a finished store, one memory map per contig."""
 
     def __init__(self, outdir: str):
         self.outdir = outdir
@@ -36,7 +35,9 @@ class PrecomputedScores:
         self.tiling = LlrTiling(int(settings["context"]), int(settings["stride"]))
         self.max_n_frac = float(settings["max_n_frac"])
         self.label = f"{self.manifest['model']['name']} (precomputed in {os.path.basename(os.path.normpath(outdir))})"
-        self._readers: dict[str, TrackReader] = {}
+        track_contigs = self.manifest["genome"]["track_contigs"]
+        self._contigs = {name: (i, int(length)) for i, (name, length) in enumerate(track_contigs)}
+        self._arrays: dict[str, np.ndarray | None] = {}
 
     # -- identity checks
 
@@ -55,41 +56,45 @@ class PrecomputedScores:
 
     # -- lookups
 
+    def array(self, contig: str) -> np.ndarray | None:
+        """The (length, 6) lookup array of ``contig``; None for a contig the store did not score."""
+        if contig not in self._arrays:
+            index = self._contigs.get(contig)
+            self._arrays[contig] = None if index is None else open_lookup(self.outdir, *index)
+        return self._arrays[contig]
+
+    def strands(self, contig: str, pos: np.ndarray, ref: np.ndarray, alt: np.ndarray, last: int):
+        """Forward and reverse llr (float64, NaN = none) of SNVs at 0-based ``pos`` of ``contig`` with
+        base codes ``ref`` -> ``alt`` (0..3 = A, C, G, T; arrays of one length); ``last``: the contig's
+        last position (no reverse strand there)."""
+        array = self.array(contig)
+        if array is None:
+            nothing = np.full(len(pos), np.nan)
+            return nothing, nothing
+        rows = array[pos]  # (K, 6) float32: one read per SNV
+        column = alt_column(ref, alt)
+        picked = np.arange(len(pos))
+        mean = rows[picked, column].astype(np.float64)
+        forward = rows[picked, column + 3].astype(np.float64)
+        return _strands(mean, forward, pos == last)
+
     def llr(self, reference: Reference, queries: list[SnvQuery]) -> list[LlrResult]:
         """Per-query llr (NaN where the store has no value), in the order of ``queries``."""
         results: list[LlrResult | None] = [None] * len(queries)
         for contig, members in _by_contig(queries).items():
-            for cluster in _clusters(members, queries):
-                self._cluster(reference, contig, cluster, queries, results)
+            counts = [len(queries[i].alts) for i in members]
+            pos = np.repeat([queries[i].pos for i in members], counts)  # (K,) one per ALT
+            ref = np.repeat([_CODE[queries[i].ref.upper()] for i in members], counts)
+            alt = np.array([_CODE[a] for i in members for a in queries[i].alts], dtype=np.int64)
+            forward, reverse = self.strands(contig, pos, ref, alt, reference.length(contig) - 1)
+            ends = np.cumsum(counts)
+            for i, end, count in zip(members, ends.tolist(), counts):
+                rows = slice(end - count, end)
+                results[i] = LlrResult(forward[rows], reverse[rows], np.zeros(count, dtype=bool))
         return results
 
-    def _cluster(self, reference: Reference, contig: str, members: list[int], queries, results) -> None:
-        lo, hi = queries[members[0]].pos, queries[members[-1]].pos + 1
-        last = reference.length(contig) - 1
-        pos = np.array([queries[i].pos for i in members for _ in queries[i].alts])  # (K,) one per ALT
-        alts = [a for i in members for a in queries[i].alts]
-        mean, forward = np.empty(len(alts)), np.empty(len(alts))
-        for base in sorted(set(alts)):
-            rows = np.array([a == base for a in alts])
-            mean[rows] = self._values(f"llr_{base}", contig, lo, hi)[pos[rows] - lo]
-            forward[rows] = self._values(f"llr_fwd_{base}", contig, lo, hi)[pos[rows] - lo]
-        forward, reverse = _strands(mean, forward, pos == last)
-        no_error = np.zeros(len(alts), dtype=bool)
-        start = 0
-        for i in members:
-            end = start + len(queries[i].alts)
-            results[i] = LlrResult(forward[start:end], reverse[start:end], no_error[start:end])
-            start = end
-
-    def _values(self, track: str, contig: str, start: int, end: int) -> np.ndarray:
-        if track not in self._readers:
-            self._readers[track] = TrackReader(store.track_file(self.outdir, track))
-        return self._readers[track].values(contig, start, end)
-
     def close(self) -> None:
-        for reader in self._readers.values():
-            reader.close()
-        self._readers.clear()
+        self._arrays.clear()
 
 
 def check_store_genome(manifest: dict, outdir: str, lengths: dict[str, int], fasta: str) -> None:
@@ -121,21 +126,6 @@ def _by_contig(queries: list[SnvQuery]) -> dict[str, list[int]]:
     for i, query in enumerate(queries):
         groups.setdefault(query.contig, []).append(i)
     return groups
-
-
-def _clusters(members: list[int], queries: list[SnvQuery]) -> list[list[int]]:
-    """Query indices grouped by position: gaps under CLUSTER_GAP, spans under CLUSTER_SPAN."""
-    ordered = sorted(members, key=lambda i: queries[i].pos)
-    clusters: list[list[int]] = []
-    for i in ordered:
-        pos = queries[i].pos
-        if clusters:
-            first, previous = queries[clusters[-1][0]].pos, queries[clusters[-1][-1]].pos
-            if pos - previous < CLUSTER_GAP and pos - first < CLUSTER_SPAN:
-                clusters[-1].append(i)
-                continue
-        clusters.append([i])
-    return clusters
 
 
 # --------------------------------------------------------------------------- calibration

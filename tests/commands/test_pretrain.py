@@ -23,7 +23,7 @@ from genomelm.formats.checkpoint import load_model
 from genomelm.tokenizer import N_ID, SEP_ID, reverse_complement_ids
 from genomelm.training import load_training_state, pretrainer
 from genomelm.training import windows as data
-from tests.conftest import write_fasta
+from tests.conftest import free_port, write_fasta
 
 runner = CliRunner()
 LN4 = float(np.log(4))
@@ -362,7 +362,7 @@ def test_two_process_ddp_on_cpu_with_gloo(genome, tmp_path):
         "--nproc-per-node",
         "2",
         "--master-port",
-        str(_free_port()),
+        str(free_port()),
         "-m",
         "genomelm",
         "pretrain",
@@ -410,10 +410,3 @@ def test_two_process_ddp_on_cpu_with_gloo(genome, tmp_path):
     assert state["ranks"][0]["sampler"] != state["ranks"][1]["sampler"]  # each rank its own data stream
     assert result.stderr.count("step 6/6,") == 1  # one summary line, from rank 0
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

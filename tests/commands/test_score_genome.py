@@ -20,12 +20,14 @@ from typer.testing import CliRunner
 from genomelm.cli import app
 from genomelm.commands import score_genome as sg
 from genomelm.commands import score_variants as sv
-from genomelm.errors import InputError, UsageError
+from genomelm.errors import FormatError, InputError, UsageError
 from genomelm.formats import genome_store as store
 from genomelm.formats import tracks
 from genomelm.formats.checkpoint import save_model
+from genomelm.formats.lookup_store import alt_column, lookup_file
 from genomelm.variants.calibration import CONTEXTS, CalibrationTable
-from tests.conftest import random_dna, tiny_model, write_fasta
+from genomelm.variants.fast_lookup import lookup_records
+from tests.conftest import free_port, random_dna, tiny_model, write_fasta
 
 runner = CliRunner()
 CONTEXT, STRIDE = 40, 24  # small blocks: a few kb of genome have many of them
@@ -61,6 +63,12 @@ def options(fasta, output, model, **changes):
 def track_values(store_dir, track, contig, length) -> np.ndarray:
     with tracks.TrackReader(store.track_file(str(store_dir), track)) as reader:
         return reader.values(contig, 0, length)
+
+
+def lookup_array(store_dir, contig) -> np.ndarray:
+    """The lookup array of ``contig`` (its index among the store's track contigs names the file)."""
+    names = [name for name, _ in store.read_manifest(str(store_dir))["genome"]["track_contigs"]]
+    return np.load(lookup_file(str(store_dir), names.index(contig)))
 
 
 def all_snvs_vcf(path: Path, genome: dict[str, str], contigs=("chr1", "chr2", "chrT", "chrE")) -> Path:
@@ -102,20 +110,24 @@ def test_every_value_equals_score_variants_llr(data, tmp_path):
     records = scored_by_score_variants(data, all_snvs_vcf(tmp_path / "all.vcf", genome))
     lengths = {name: len(seq) for name, seq in genome.items()}
     mean = {(c, b): track_values(data["store"], f"llr_{b}", c, lengths[c]) for c in genome for b in "ACGT"}
-    forward = {(c, b): track_values(data["store"], f"llr_fwd_{b}", c, lengths[c]) for c in genome for b in "ACGT"}
+    arrays = {c: lookup_array(data["store"], c) for c in genome}
     seen = {"values": 0, "none": 0}
     for contig, pos, ref, alts, info in records:
         for a, alt in enumerate(alts):
             got = mean[(contig, alt)][pos]
+            column = int(alt_column(np.int64("ACGT".index(ref)), np.int64("ACGT".index(alt))))
+            row = arrays[contig][pos]  # the lookup array holds the track's float32 value, bit for bit
+            assert row[column].tobytes() == np.float32(got).tobytes() or np.isnan(got) and np.isnan(row[column])
+            forward = row[3 + column]
             if "GLM_LLR" not in info:  # n_in_context or no_context: no value in the tracks either
                 assert np.isnan(got), (contig, pos, info.get("GLM_SKIP"))
                 seen["none"] += 1
                 continue
             np.testing.assert_allclose(got, info["GLM_LLR"][a], rtol=2e-6, atol=2e-6)
             if info.get("GLM_LLR_FWD", [None] * len(alts))[a] is None:
-                assert np.isnan(forward[(contig, alt)][pos]) and pos == 0
+                assert np.isnan(forward) and pos == 0
             else:
-                np.testing.assert_allclose(forward[(contig, alt)][pos], info["GLM_LLR_FWD"][a], rtol=2e-6, atol=2e-6)
+                np.testing.assert_allclose(forward, info["GLM_LLR_FWD"][a], rtol=2e-6, atol=2e-6)
             seen["values"] += 1
         assert mean[(contig, ref)][pos] in (0.0,) or np.isnan(mean[(contig, ref)][pos])  # llr of REF -> REF
     assert seen["values"] > 4000 and seen["none"] > 100  # the N run's blocks and the 1-base contig have none
@@ -156,8 +168,9 @@ def test_tracks_are_bigwig_with_the_genome_header_and_a_manifest(data):
         assert handle.isBigWig() and handle.chroms() == {n: len(s) for n, s in _genome().items()}
         handle.close()
     assert sorted(os.listdir(data["store"])) == sorted(
-        [store.MANIFEST, store.CALIBRATION] + [f"{t}.bw" for t in store.TRACKS]
+        [store.MANIFEST, store.CALIBRATION, "lookup"] + [f"{t}.bw" for t in store.TRACKS]
     )
+    assert sorted(os.listdir(data["store"] / "lookup")) == [f"{i:07d}.npy" for i in range(len(_genome()))]
     assert not os.path.exists(store.partial_dir(str(data["store"])))
 
 
@@ -184,7 +197,9 @@ def test_calibration_counts_every_snv_and_ranks_like_the_tracks(data):
 
 
 def _files(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.name != store.MANIFEST}
+    """Every file of a store (the lookup arrays included) but the manifest, by relative path."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != store.MANIFEST)
+    return {str(p.relative_to(directory)): p.read_bytes() for p in files}
 
 
 def test_time_limit_stops_and_resume_gives_byte_identical_files(data, tmp_path):
@@ -512,7 +527,15 @@ def test_segment_saver_saves_in_order_and_reports_failures(tmp_path):
 
 def test_torchrun_two_gloo_processes_write_the_single_process_files(data, tmp_path):
     out = tmp_path / "ranks"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port()),
+    ]
     command += ["-m", "genomelm", "score-genome", str(data["fasta"]), "-o", str(out), "--model", str(data["model"])]
     command += ["--context", str(CONTEXT), "--stride", str(STRIDE), "-b", "3", "--writers", "2", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
@@ -545,7 +568,15 @@ def test_torchrun_embed_two_gloo_processes_equal_one(data, tmp_path):
     args = ["-m", "genomelm", "embed", str(fasta), "--model", str(data["model"]), "--window", "100", "-b", "2"]
     args += ["--device", "cpu", "--pooling"]
     for pooling in ("mean", "none"):
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29518"]
+        torchrun = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(free_port()),
+        ]
         ranks, single = tmp_path / f"ranks-{pooling}.st", tmp_path / f"single-{pooling}.st"
         for command in (
             torchrun + args + [pooling, "-o", str(ranks)],
@@ -559,3 +590,80 @@ def test_torchrun_embed_two_gloo_processes_equal_one(data, tmp_path):
                 np.testing.assert_array_equal(a.get_tensor(key), b.get_tensor(key))
             assert a.metadata()["contigs"] == b.metadata()["contigs"]
         assert sorted(p.name for p in tmp_path.glob("*.part")) == []
+
+
+def _varied_vcf(path: Path, genome: dict[str, str]) -> Path:
+    """_mixed_vcf's records plus what the batch lookup path must hand to the engine or get right itself:
+    INFO already set (other keys, and old values of the prefix), lower-case and multi-allelic alleles,
+    ALT equal to REF, an indel next to SNVs, a position past the contig end."""
+    records = _mixed_vcf(path.with_name("mixed-base.vcf"), genome)
+    header = pysam.VariantFile(str(records)).header.copy()
+    header.add_line('##INFO=<ID=DP,Number=1,Type=Integer,Description="depth">')
+    header.add_line('##INFO=<ID=AF,Number=A,Type=Float,Description="frequency">')
+    header.add_line('##INFO=<ID=GLM_LLR,Number=A,Type=Float,Description="an earlier run">')
+    c2 = genome["chr2"].upper()
+    with pysam.VariantFile(str(records)) as source, pysam.VariantFile(str(path), "w", header=header) as out:
+        for n, record in enumerate(source):
+            copy = out.new_record(contig=record.chrom, start=record.start, stop=record.stop, alleles=record.alleles)
+            if n % 3 == 0:
+                copy.info["DP"] = n
+            if n % 5 == 0 and len(copy.alts) == 1:
+                copy.info["AF"] = (0.25,)
+            if n % 11 == 0 and len(copy.alts) == 1:
+                copy.info["GLM_LLR"] = (1.5,)
+            out.write(copy)
+        other = [b for b in "ACGT" if b != c2[10]]
+        for start, alleles in [
+            (10, (c2[10].lower(), other[0].lower())),
+            (11, (c2[11], c2[11])),
+            (12, (c2[12], "A", "AT")),
+        ]:
+            out.write(out.new_record(contig="chr2", start=start, stop=start + 1, alleles=alleles))
+        out.write(out.new_record(contig="chr2", start=299, stop=300, alleles=(c2[299], other[1])))
+    return path
+
+
+def _vcf_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if not line.startswith("##genomelm_command=")]
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_batch_lookup_path_writes_the_engines_bytes(data, tmp_path, monkeypatch, calibrated):
+    vcf_path = _varied_vcf(tmp_path / "varied.vcf", _genome())
+    outputs, looked_up = {}, []
+
+    def counted(*args):
+        found = lookup_records(*args)
+        looked_up.extend(out is not None for out in found)
+        return found
+
+    monkeypatch.setattr(sv, "lookup_records", counted)
+    for fast in (False, True):
+        monkeypatch.setattr(sv, "FAST_LOOKUP", fast)
+        monkeypatch.setattr(sv, "LOOKUP_BATCH", 7)  # batches that end mid-contig
+        out = tmp_path / ("fast" if fast else "engine") / "out.vcf"
+        out.parent.mkdir()
+        store_dir = str(data["store"])
+        options = dict(precomputed=store_dir, calibration=store_dir if calibrated else None)
+        summary = sv.run(sv.ScoreVariantsOptions(str(vcf_path), str(data["fasta"]), str(out), **options))
+        outputs[fast] = (_vcf_lines(out), summary.records, summary.scored, summary.skipped, summary.replaced)
+    assert outputs[True] == outputs[False]
+    assert sum(looked_up) > 300 and not all(looked_up)  # both paths at work
+    lines = outputs[True][0]
+    assert any("DP=" in line and "GLM_LLR=" in line for line in lines)
+    assert sum("GLM_LLR_PCT_CTX=" in line for line in lines) > 100 or not calibrated
+    assert outputs[True][4] > 0  # old GLM_LLR values removed
+
+
+def test_a_store_of_an_older_format_is_refused_with_a_hint(data, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    manifest = json.loads((data["store"] / store.MANIFEST).read_text())
+    (old / store.MANIFEST).write_text(json.dumps({**manifest, "format_version": 1}))
+    vcf_path = _mixed_vcf(tmp_path / "mixed.vcf", _genome())
+    opts = sv.ScoreVariantsOptions(str(vcf_path), str(data["fasta"]), str(tmp_path / "o.vcf"), precomputed=str(old))
+    with pytest.raises(
+        FormatError, match="format version 1, this genomelm reads version 2: run `genomelm score-genome`"
+    ):
+        sv.run(opts)
+    assert not (tmp_path / "o.vcf").exists()

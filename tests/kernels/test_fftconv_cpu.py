@@ -1,5 +1,7 @@
 """The CPU inference path (kernels/fftconv_cpu.py) against the reference: bitwise, per dtype, poisoned outputs."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 
@@ -96,8 +98,32 @@ def test_reuse_freed_memory_can_be_turned_off(monkeypatch):
     assert isinstance(reuse_freed_memory(), bool)  # True on glibc; False where the C library has no mallopt
 
 
-def test_hyena_mix_cpu_restores_the_thread_count():
-    threads = torch.get_num_threads()
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_hyena_mix_cpu_is_bitwise_the_reference_on_any_thread_count(threads, poisoned_outputs):
+    """Groups run on a pool of one-thread workers: the caller's thread count is kept, the values do not move."""
+    before = torch.get_num_threads()
+    projected, weight, bias, k, D = mix_inputs(2, 300, 64)
+    try:
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            got = hyena_mix_cpu(projected, weight, bias, k, D)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
     with torch.no_grad():
-        hyena_mix_cpu(*mix_inputs(1, 40, 32))
-    assert torch.get_num_threads() == threads
+        assert torch.equal(got, hyena_mix_ref(projected, weight, bias, k, D))
+
+
+def test_concurrent_callers_get_their_own_results():
+    """Two caller threads share the worker pool (no lock serialises them); each gets the reference's bits."""
+    inputs = [mix_inputs(1, 200, 32, seed=seed) for seed in range(4)]
+    with torch.no_grad():
+        expected = [hyena_mix_ref(*i) for i in inputs]
+
+    def call(i):
+        with torch.no_grad():
+            return hyena_mix_cpu(*i)
+
+    with ThreadPoolExecutor(2) as callers:
+        got = list(callers.map(call, inputs * 2))
+    assert all(torch.equal(g, e) for g, e in zip(got, expected * 2))

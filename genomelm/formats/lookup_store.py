@@ -1,0 +1,127 @@
+"""Lookup arrays of a score-genome store: the llr of every SNV, directly indexed by position.
+
+``lookup/<i>.npy`` holds contig ``i`` of the manifest's ``genome.track_contigs`` (7 digits, so any
+contig name works): a float32 array of shape (contig length, 6), row = 0-based position. Columns
+0-2: the llr (mean of both strands) of the 3 alternative bases, in A, C, G, T order without the
+reference base; columns 3-5: their forward-strand llr. NaN = no value (an N, outside --regions, no
+context). The values are the float32 ones of the bigWig tracks, bit for bit.
+
+Readers map the files (``np.load(mmap_mode='r')``): a query reads one 24-byte row, where a bigWig
+read decodes every value of a compressed block. 24 bytes per base, uncompressed.
+
+Writers append rows in genome order (``LookupWriter``): the bytes depend on the values alone, so a
+resumed run writes the same files as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from genomelm.errors import FormatError, InputError
+
+LOOKUP_DIR = "lookup"
+COLUMNS = 6  # 3 alternative bases x (mean, forward)
+_DTYPE = np.dtype("<f4")
+_FILL_ROWS = 1 << 20  # NaN rows written at a time for gaps (bounded memory)
+# ALT_BASES[r]: the alternative bases (0..3 = A, C, G, T) of reference base r, in column order.
+ALT_BASES = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]], dtype=np.int64)
+
+
+def lookup_file(directory: str, index: int) -> str:
+    """The array of the ``index``-th track contig of a store."""
+    return os.path.join(directory, LOOKUP_DIR, f"{index:07d}.npy")
+
+
+def alt_column(ref_code: np.ndarray, alt_code: np.ndarray) -> np.ndarray:
+    """Column (0..2) of the mean llr of ALT base ``alt_code`` at a position whose REF is ``ref_code``
+    (codes 0..3 = A, C, G, T; ALT != REF); the forward llr is 3 columns further."""
+    return alt_code - (alt_code > ref_code)
+
+
+def lookup_rows(ref_code: np.ndarray, mean: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    """(n, 6) float32 rows from per-base (n, 4) mean and forward llr; ``ref_code`` (n,) in 0..3, any
+    other value (N) giving a row of NaN."""
+    rows = np.full((len(ref_code), COLUMNS), np.nan, dtype=_DTYPE)
+    known = (ref_code >= 0) & (ref_code < 4)
+    alts = ALT_BASES[ref_code[known]]  # (k, 3)
+    rows[known, :3] = np.take_along_axis(np.asarray(mean, _DTYPE)[known], alts, axis=1)
+    rows[known, 3:] = np.take_along_axis(np.asarray(forward, _DTYPE)[known], alts, axis=1)
+    return rows
+
+
+class LookupWriter:
+    """The lookup arrays of ``contigs`` ((name, length), the track contigs in order), written in order::
+
+        with LookupWriter(directory, contigs) as writer:
+            writer.add("chr1", start, rows)   # (n, 6) rows of positions [start, start + n), 0-based
+
+    Positions never added are NaN. ``close()`` completes every file (the last contigs included).
+    """
+
+    def __init__(self, directory: str, contigs: list[tuple[str, int]]):
+        self.directory, self.contigs = directory, contigs
+        os.makedirs(os.path.join(directory, LOOKUP_DIR), exist_ok=True)
+        self._index = -1  # contig being written
+        self._handle = None
+        self._cursor = 0  # next row of that contig
+
+    def add(self, contig: str, start: int, rows: np.ndarray) -> None:
+        while self._index < 0 or self.contigs[self._index][0] != contig:
+            self._next_contig()
+        self._fill(start)
+        self._handle.write(np.ascontiguousarray(rows, dtype=_DTYPE).tobytes())
+        self._cursor = start + len(rows)
+
+    def _next_contig(self) -> None:
+        if self._handle is not None:
+            self._fill(self.contigs[self._index][1])
+            self._handle.close()
+        self._index += 1
+        if self._index >= len(self.contigs):
+            raise ValueError("lookup rows added out of genome order")
+        self._handle = open(lookup_file(self.directory, self._index), "wb")
+        header = {"descr": _DTYPE.str, "fortran_order": False, "shape": (self.contigs[self._index][1], COLUMNS)}
+        np.lib.format.write_array_header_1_0(self._handle, header)
+        self._cursor = 0
+
+    def _fill(self, end: int) -> None:
+        """NaN rows up to ``end`` (exclusive)."""
+        if end < self._cursor:
+            raise ValueError("lookup rows added out of genome order")
+        while self._cursor < end:
+            n = min(end - self._cursor, _FILL_ROWS)
+            self._handle.write(np.full((n, COLUMNS), np.nan, dtype=_DTYPE).tobytes())
+            self._cursor += n
+
+    def close(self) -> None:
+        while self._index < len(self.contigs) - 1:
+            self._next_contig()
+        if self._handle is not None:
+            self._fill(self.contigs[self._index][1])
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> LookupWriter:
+        return self
+
+    def __exit__(self, exc_type, *exc_info) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._handle is not None:
+            self._handle.close()
+
+
+def open_lookup(directory: str, index: int, length: int) -> np.ndarray:
+    """The (length, 6) float32 array of the ``index``-th track contig, memory-mapped read-only."""
+    path = lookup_file(directory, index)
+    try:
+        array = np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        raise InputError(f"lookup array not found: {path} (an incomplete score-genome store)") from None
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"{path}: unreadable lookup array ({exc})") from None
+    if array.shape != (length, COLUMNS) or array.dtype != _DTYPE:
+        raise FormatError(f"{path}: lookup array of shape {array.shape} {array.dtype}, expected ({length}, 6) float32")
+    return array
