@@ -141,6 +141,17 @@ class Staging:
             self._buffers[key] = buffer
         return buffer[:count].view(shape)
 
+    def to_host(self, values: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """An asynchronous copy of device ``values`` into this slot's buffer and the CUDA event that ends it
+        (a CPU tensor comes back as is, with no event)."""
+        if not values.is_cuda:
+            return values, None
+        host = self.empty(("values",), tuple(values.shape), values.dtype)
+        host.copy_(values, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return host, event
+
 
 # --------------------------------------------------------------------------- torchrun
 

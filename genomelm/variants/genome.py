@@ -190,7 +190,7 @@ class GenomeScorer:
         """Queue a batch's passes and the copy of its (positions, 10) values back to the host."""
         strands, n = prepared
         values = torch.cat([_strand_values(self, strand, n) for strand in strands], dim=1)  # (n, 10)
-        return _Batch(index, blocks, *_to_host(values, stage))
+        return _Batch(index, blocks, *stage.to_host(values))
 
     def _collect(self, batch: _Batch, parts: dict, last: bool) -> Iterator[tuple[int, int, dict]]:
         """Wait for ``batch`` and place its values; yield its range when that is done (or ``last``)."""
@@ -282,17 +282,6 @@ def _llr_rows(values: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
     ref_lp = values.gather(1, code.clamp(0, 3)[:, None])  # (K, 1)
     llr = (values - ref_lp).float().masked_fill(~valid[:, None], float("nan"))  # (K, 4)
     return torch.cat([llr, ref_lp.float().masked_fill(~valid[:, None], float("nan"))], dim=1)
-
-
-def _to_host(values: torch.Tensor, stage: _Staging) -> tuple[torch.Tensor, object]:
-    """An asynchronous copy into the slot's pinned buffer and the event that ends it (CPU: the tensor)."""
-    if not values.is_cuda:
-        return values, None
-    host = stage.empty(("values",), tuple(values.shape), values.dtype)
-    host.copy_(values, non_blocking=True)
-    event = torch.cuda.Event()
-    event.record()
-    return host, event
 
 
 @dataclass

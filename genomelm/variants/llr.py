@@ -127,7 +127,7 @@ def start_passes(
     ]
     if not picked:
         return lambda: []
-    host, event = _to_host(torch.cat(picked), stage)  # (K, V)
+    host, event = stage.to_host(torch.cat(picked))  # (K, V)
     counts = [len(passes[j].positions) for batch in batches for j in batch]
 
     def finish() -> list[np.ndarray]:
@@ -156,17 +156,6 @@ def _queue_batch(model, batch: list[Pass], k: int, device, precision: str, stage
         hidden = model.hidden_states(tokens)  # (B, L, D)
     gathered = hidden[rows.to(device, non_blocking=True), cols.to(device, non_blocking=True)]  # (K, D)
     return model.lm_head(gathered.float())  # (K, V)
-
-
-def _to_host(values: torch.Tensor, stage: Staging) -> tuple[torch.Tensor, object]:
-    """An asynchronous copy into the stage's pinned buffer and the event that ends it (CPU: the tensor)."""
-    if not values.is_cuda:
-        return values, None
-    host = stage.empty(("values",), tuple(values.shape), values.dtype)
-    host.copy_(values, non_blocking=True)
-    event = torch.cuda.Event()
-    event.record()
-    return host, event
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
