@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,9 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def torchrun(processes: int = 2) -> list[str]:
+    """The command prefix of ``processes`` local torchrun workers, on a free rendezvous port."""
+    launcher = [sys.executable, "-m", "torch.distributed.run"]
+    return launcher + ["--nproc-per-node", str(processes), "--master-port", str(free_port())]

@@ -23,7 +23,7 @@ from genomelm.formats.checkpoint import load_model
 from genomelm.tokenizer import N_ID, SEP_ID, reverse_complement_ids
 from genomelm.training import load_training_state, pretrainer
 from genomelm.training import windows as data
-from tests.conftest import free_port, write_fasta
+from tests.conftest import torchrun, write_fasta
 
 runner = CliRunner()
 LN4 = float(np.log(4))
@@ -355,14 +355,7 @@ def test_sigterm_in_a_real_process_checkpoints_and_exits_143(genome, tmp_path):
 def test_two_process_ddp_on_cpu_with_gloo(genome, tmp_path):
     run_dir = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(free_port()),
+    args = torchrun() + [
         "-m",
         "genomelm",
         "pretrain",
@@ -409,4 +402,3 @@ def test_two_process_ddp_on_cpu_with_gloo(genome, tmp_path):
     assert state["world_size"] == 2 and len(state["ranks"]) == 2
     assert state["ranks"][0]["sampler"] != state["ranks"][1]["sampler"]  # each rank its own data stream
     assert result.stderr.count("step 6/6,") == 1  # one summary line, from rank 0
-

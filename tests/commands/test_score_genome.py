@@ -27,7 +27,7 @@ from genomelm.formats.checkpoint import save_model
 from genomelm.formats.lookup_store import alt_column, lookup_file
 from genomelm.variants.calibration import CONTEXTS, CalibrationTable
 from genomelm.variants.fast_lookup import lookup_records
-from tests.conftest import free_port, random_dna, tiny_model, write_fasta
+from tests.conftest import random_dna, tiny_model, torchrun, write_fasta
 
 runner = CliRunner()
 CONTEXT, STRIDE = 40, 24  # small blocks: a few kb of genome have many of them
@@ -527,15 +527,7 @@ def test_segment_saver_saves_in_order_and_reports_failures(tmp_path):
 
 def test_torchrun_two_gloo_processes_write_the_single_process_files(data, tmp_path):
     out = tmp_path / "ranks"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(free_port()),
-    ]
+    command = torchrun()
     command += ["-m", "genomelm", "score-genome", str(data["fasta"]), "-o", str(out), "--model", str(data["model"])]
     command += ["--context", str(CONTEXT), "--stride", str(STRIDE), "-b", "3", "--writers", "2", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
@@ -568,18 +560,10 @@ def test_torchrun_embed_two_gloo_processes_equal_one(data, tmp_path):
     args = ["-m", "genomelm", "embed", str(fasta), "--model", str(data["model"]), "--window", "100", "-b", "2"]
     args += ["--device", "cpu", "--pooling"]
     for pooling in ("mean", "none"):
-        torchrun = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            str(free_port()),
-        ]
+        torchrun_workers = torchrun()
         ranks, single = tmp_path / f"ranks-{pooling}.st", tmp_path / f"single-{pooling}.st"
         for command in (
-            torchrun + args + [pooling, "-o", str(ranks)],
+            torchrun_workers + args + [pooling, "-o", str(ranks)],
             [sys.executable, *args, pooling, "-o", str(single)],
         ):
             done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
