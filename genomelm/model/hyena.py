@@ -103,7 +103,8 @@ class HyenaFilter(nn.Module):
         """Switching between training and evaluation also forgets the cached filter: an optimiser that changes
         the weights without bumping their version counters (torch's fused AdamW) cannot leave it stale across
         the usual train() / eval() cycle of a training loop."""
-        self._filter_cache = None
+        if mode != self.training:  # eval() on a model already in eval mode (each api call) keeps the cache
+            self._filter_cache = None
         return super().train(mode)
 
     def _compute_filter(self, seq_len: int) -> torch.Tensor:

@@ -84,6 +84,14 @@ class Backbone(nn.Module):
                  time.perf_counter() - started)  # fmt: skip
         return out
 
+    def train(self, mode: bool = True) -> Backbone:
+        """A train()/eval() switch also drops the CUDA graphs, as HyenaFilter drops its cached filter: an optimiser
+        that changes weights without bumping their version counters (torch's fused AdamW) cannot leave a graph
+        replaying filters of the old weights."""
+        if self.graphs is not None and mode != self.training:  # eval() on an eval model (api calls) keeps them
+            self.graphs.clear()
+        return super().train(mode)
+
     def _forward(self, input_ids, inputs_embeds, upto_layer) -> torch.Tensor:
         hidden = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
         residual, branch = self.drop_embed(hidden), None  # (B, L, D); the stream is residual + branch

@@ -85,3 +85,20 @@ def test_env_opt_in_and_cpu_runs_eagerly(monkeypatch):
     monkeypatch.delenv(GRAPHS_ENV_VAR)
     model.set_cuda_graphs(False)
     assert model.backbone.graphs is None
+
+
+def test_train_eval_switch_drops_graphs():
+    # As the filter cache: an optimiser that does not bump version counters (fused AdamW) must not leave a graph
+    # replaying the filters of old weights across a training loop's train()/eval() cycle.
+    model = tiny_model()  # in eval mode
+    model.set_cuda_graphs(True)
+    graphs = model.backbone.graphs
+    graphs._graphs["captured shape"] = object()  # stand-ins: CPU runs never capture
+    graphs._seen.add("seen shape")
+    model.eval()  # no switch (as every api call does): kept
+    assert graphs._graphs and graphs._seen
+    model.train()
+    assert not graphs._graphs and not graphs._seen
+    graphs._graphs["captured shape"] = object()
+    model.eval()
+    assert not graphs._graphs
