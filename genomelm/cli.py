@@ -463,7 +463,7 @@ def score_genome(
         typer.Option(help="Stop after this long (seconds, or 30m, 2h) at a block boundary; exit 0, --resume later."),
     ] = None,
     zoom_levels: Annotated[
-        int, typer.Option(help="bigWig zoom levels for wide browser views (0-10; built when the run ends).")
+        int, typer.Option(help="bigWig zoom levels for wide browser views (0-10; summaries of 64, 256, 1024... bases).")
     ] = 0,
     writers: Annotated[
         Optional[int], typer.Option(help="Track-writer processes (default: up to one per track).")

@@ -1,12 +1,12 @@
-"""bigWig tracks (through pyBigWig, a binding of libBigWig): per-base float values, one file per track.
+"""bigWig tracks: per-base float values, one file per track.
 
 Coordinates are 0-based half-open, as in the bigWig format itself. A position without a value is
 simply not written (a gap); readers return NaN there.
 
-Writing is streamed in genome order (the contig order of the header) with bounded memory: values
-are buffered only up to the next multiple of ``FLUSH_BASES`` and handed to libBigWig at those fixed
-positions and at gaps, so the file's bytes depend on the values alone, not on how they arrived
-(an interrupted and resumed run writes the same file as an uninterrupted one).
+Writing (formats.bigwig, blocks compressed on threads) is streamed in genome order (the contig
+order of the header) with bounded memory; the file's bytes depend on the values alone, not on how
+they arrived (an interrupted and resumed run writes the same file as an uninterrupted one).
+Reading goes through pyBigWig, a binding of libBigWig.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import os
 import numpy as np
 
 from genomelm.errors import FormatError, InputError, UsageError
+from genomelm.formats.bigwig import BigWigFileWriter
 
-FLUSH_BASES = 1 << 16  # values are handed to libBigWig in runs cut at multiples of this position
 MAX_CONTIGS = 50_000  # pyBigWig finds a contig by a linear search per call: many more become quadratic
 MAX_NAME_BYTES = 255  # UCSC tools keep contig names in fixed 255-byte buffers
 
@@ -57,58 +57,40 @@ class BigWigWriter:
         with BigWigWriter("llr_A.bw", [("chr1", 248956422), ...]) as writer:
             writer.add("chr1", 0, values)   # float array, NaN = no value at that position
 
-    ``zoom_levels`` summary levels are built by libBigWig when the file is closed (a second pass
-    over the data: browsers need them for wide views; 0 skips them).
+    ``zoom_levels`` summary levels (formats.bigwig.zoom_reductions) are built as the values arrive
+    (browsers need them for wide views; 0 skips them). ``threads`` compress the file's blocks.
     """
 
-    def __init__(self, path: str | os.PathLike, contigs: list[tuple[str, int]], zoom_levels: int = 0):
+    def __init__(self, path: str | os.PathLike, contigs: list[tuple[str, int]], zoom_levels: int = 0, threads: int = 1):
         self.path = os.fspath(path)
-        self._file = _pybigwig().open(self.path, "w")
-        if self._file is None:
-            raise InputError(f"cannot create bigWig file {self.path}")
-        if self._file.addHeader([(name, int(length)) for name, length in contigs], maxZooms=zoom_levels) is not None:
-            raise FormatError(f"{self.path}: libBigWig refused the header")
-        self._contig: str | None = None
-        self._start = 0  # first position of the pending run
-        self._pending: list[np.ndarray] = []
-        self._pending_length = 0
+        self._ids = {name: i for i, (name, _) in enumerate(contigs)}
+        try:
+            self._file = BigWigFileWriter(self.path, contigs, zoom_levels, threads)
+        except OSError as exc:
+            raise InputError(f"cannot create bigWig file {self.path}: {exc.strerror or exc}") from None
 
     def add(self, contig: str, start: int, values: np.ndarray) -> None:
         """Values of positions [start, start + len(values)) of ``contig`` (0-based); NaN = no value."""
         values = np.asarray(values, dtype=np.float32)
+        chrom = self._ids[contig]
         for lo, hi in finite_runs(values):
-            self._extend(contig, start + lo, values[lo:hi])
-
-    def _extend(self, contig: str, start: int, run: np.ndarray) -> None:
-        if contig != self._contig or start != self._start + self._pending_length:
-            self._flush()
-            self._contig, self._start = contig, start
-        while run.size:
-            room = FLUSH_BASES - (self._start + self._pending_length) % FLUSH_BASES
-            self._pending.append(run[:room])
-            self._pending_length += min(room, run.size)
-            run = run[room:]
-            if self._pending_length and (self._start + self._pending_length) % FLUSH_BASES == 0:
-                self._flush()
-
-    def _flush(self) -> None:
-        if self._pending_length:
-            values = np.concatenate(self._pending).astype(np.float64)
-            self._file.addEntries(self._contig, self._start, values=values, span=1, step=1)
-        self._start += self._pending_length
-        self._pending, self._pending_length = [], 0
+            self._file.add_run(chrom, start + lo, values[lo:hi])
 
     def close(self) -> None:
-        if self._file is not None:
-            self._flush()
-            self._file.close()
-            self._file = None
+        self._file.close()
+
+    def abort(self) -> None:
+        """Leave the file unfinished (a cancelled run: its work directory is discarded)."""
+        self._file.abort()
 
     def __enter__(self) -> BigWigWriter:
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc_info) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 class TrackReader:

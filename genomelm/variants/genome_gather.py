@@ -16,6 +16,7 @@ from genomelm.errors import InputError, UsageError
 from genomelm.formats import genome_store as store
 from genomelm.formats.lookup_store import LOOKUP_DIR, lookup_file
 from genomelm.formats.tracks import BigWigWriter, TrackReader
+from genomelm.variants.genome_tracks import compression_threads
 
 READ_BASES = 1 << 20  # values read and written at a time (bounded memory whatever the contig length)
 
@@ -73,7 +74,8 @@ def _owners(shards: list[str], manifests: list[dict], lengths: dict[str, int]) -
 def _gather_track(track: str, contigs, owners: dict[str, str], work: str, zoom_levels: int) -> None:
     readers: dict[str, TrackReader] = {}
     try:
-        with BigWigWriter(store.track_file(work, track), contigs, zoom_levels) as writer:
+        threads = compression_threads(1)
+        with BigWigWriter(store.track_file(work, track), contigs, zoom_levels, threads) as writer:
             for name, length in contigs:
                 shard = owners[name]
                 if shard not in readers:

@@ -106,6 +106,7 @@ class WriterJob:
     plan: list[tuple[int, int, int]]  # (contig index in ``contigs``, first block, end block) in order
     tracks: list[str] = field(default_factory=list)  # genome_store.TRACKS names; CALIBRATION_JOB too
     zoom_levels: int = 0
+    threads: int = 1  # compression threads of each bigWig file
     shard: tuple[int, int] = (0, 1)  # calibration: this process counts segment i when i % shard[1] == shard[0]
 
 
@@ -134,7 +135,9 @@ def _error_file(job: WriterJob) -> str:
 def _write_tracks(job: WriterJob, cancel) -> None:
     track_dir = os.path.join(job.work_dir, store.TRACK_DIR)
     names = [t for t in job.tracks if t not in (CALIBRATION_JOB, LOOKUP_JOB)]
-    writers = {t: BigWigWriter(store.track_file(track_dir, t), job.contigs, job.zoom_levels) for t in names}
+    writers = {
+        t: BigWigWriter(store.track_file(track_dir, t), job.contigs, job.zoom_levels, job.threads) for t in names
+    }
     counter = CalibrationCounter() if CALIBRATION_JOB in job.tracks else None
     lookup = LookupWriter(track_dir, job.contigs) if LOOKUP_JOB in job.tracks else None
     for i, (contig, segment) in enumerate(_segments_in_order(job, cancel)):
@@ -146,6 +149,8 @@ def _write_tracks(job: WriterJob, cancel) -> None:
         if lookup is not None:
             lookup.add(contig, scores.start, scores.lookup_rows())
     if cancel.is_set():
+        for writer in writers.values():
+            writer.abort()
         return
     for writer in [*writers.values(), *([lookup] if lookup is not None else [])]:
         writer.close()
@@ -197,13 +202,22 @@ def _segments_in_order(job: WriterJob, cancel):
             cursor = int(segment["blocks"][1])
 
 
+def compression_threads(track_processes: int) -> int:
+    """Compression threads per bigWig file: the CPUs left by the scoring process, its saver and the
+    calibration and lookup writers, shared among the track processes (1 to 4 each). zlib of per-base
+    floats is the largest host cost of a run (H200 host: ~0.25 s per Mbp and track on one core)."""
+    spare = (os.cpu_count() or 2) - 2
+    return max(1, min(4, spare // max(1, track_processes)))
+
+
 class TrackWriterPool:
     """Background processes that turn segments into bigWig files and the calibration table."""
 
     def __init__(self, base: WriterJob, processes: int, calibration_processes: int = CALIBRATION_PROCESSES):
+        threads = compression_threads(processes)
         self.jobs = [
-            WriterJob(base.work_dir, base.contigs, base.plan, list(store.TRACKS[i::processes]), base.zoom_levels)
-            for i in range(processes)
+            WriterJob(base.work_dir, base.contigs, base.plan, list(tracks), base.zoom_levels, threads)
+            for tracks in (store.TRACKS[i::processes] for i in range(processes))
         ]
         # processes of their own: counting a segment costs more than writing a track's values of it
         self.jobs += [
