@@ -26,7 +26,7 @@ from genomelm.formats import tracks
 from genomelm.formats.checkpoint import save_model
 from genomelm.formats.lookup_store import alt_column, lookup_file
 from genomelm.variants.calibration import CONTEXTS, CalibrationTable
-from genomelm.variants.fast_lookup import lookup_records
+from genomelm.variants.fast_lookup import lookup_lines
 from tests.conftest import random_dna, tiny_model, torchrun, write_fasta
 
 runner = CliRunner()
@@ -617,11 +617,11 @@ def test_batch_lookup_path_writes_the_engines_bytes(data, tmp_path, monkeypatch,
     outputs, looked_up = {}, []
 
     def counted(*args):
-        found = lookup_records(*args)
-        looked_up.extend(out is not None for out in found)
+        found = lookup_lines(*args)
+        looked_up.extend(info is not None for info in found.info)
         return found
 
-    monkeypatch.setattr(sv, "lookup_records", counted)
+    monkeypatch.setattr(sv, "lookup_lines", counted)
     for fast in (False, True):
         monkeypatch.setattr(sv, "FAST_LOOKUP", fast)
         monkeypatch.setattr(sv, "LOOKUP_BATCH", 7)  # batches that end mid-contig
