@@ -311,8 +311,7 @@ def _look_up_all(opts, scorer: VariantScorer, records, writer, summary, clear: l
             looked = lookup_lines(scorer, fields, keys)
             _engine_lines(opts, scorer, batch, looked, lines, summary, clear)
             _count_looked_up(looked, summary)
-            for i in looked.records:
-                lines[i] = _spliced(opts, batch[i], fields[i], i, looked, keys, summary, clear)
+            _splice(opts, batch, fields, looked, lines, summary, clear)
             writer.write_lines(lines, max(map(int, (f[1] for f in fields))))
             bar.advance(task, len(batch))
 
@@ -355,19 +354,28 @@ def _annotated(opts, record, values: dict, summary: ScoreVariantsSummary, clear:
     return str(record)
 
 
-def _spliced(opts, record, columns: list[str], i: int, looked: LookedUpBatch, keys: dict, summary, clear) -> str:
-    """The line of record ``i`` of the batch path: its INFO text spliced into htslib's line for the record
-    (``columns``: that line split at its first 8 tabs), which is what set_info + str give (new keys go
-    last). A record whose INFO holds the prefix anywhere (values of an earlier run, to be removed) goes
+def _splice(opts, batch: list, fields: list, looked: LookedUpBatch, lines: list, summary, clear: list[str]) -> None:
+    """The lines of the records of the batch path: their INFO text spliced into htslib's line for the
+    record (``fields``: that line split at its first 8 tabs), which is what set_info + str give (new keys
+    go last). A record whose INFO holds the prefix anywhere (values of an earlier run, to be removed) goes
     through set_info instead."""
-    info, last = columns[7], len(columns) == 8  # without samples, INFO ends the line (and holds its newline)
-    if last:
-        info = info[:-1]
-    if opts.info_prefix in info:
-        values = {keys["skip"]: looked.skip[i], **{keys[n]: v for n, v in looked.values(i).items()}}
-        return _annotated(opts, record, values, summary, clear)
-    added = looked.info[i] if info == "." else f"{info};{looked.info[i]}"
-    return "\t".join([*columns[:7], added + "\n" if last else added, *columns[8:]])
+    prefix = opts.info_prefix
+    for i in looked.records:
+        columns = fields[i]
+        info, last = columns[7], len(columns) == 8  # without samples, INFO ends the line (and holds its newline)
+        if last:
+            info = info[:-1]
+        if prefix in info:
+            lines[i] = _annotated(opts, batch[i], _looked_up_values(opts, looked, i), summary, clear)
+            continue
+        added = looked.info[i] if info == "." else f"{info};{looked.info[i]}"
+        lines[i] = "\t".join([*columns[:7], added + "\n" if last else added, *columns[8:]])
+
+
+def _looked_up_values(opts, looked: LookedUpBatch, i: int) -> dict:
+    """INFO key -> value of record ``i`` of the batch path, for set_info."""
+    keys = info_keys(opts.info_prefix)
+    return {keys["skip"]: looked.skip[i], **{keys[name]: v for name, v in looked.values(i).items()}}
 
 
 def _count_looked_up(looked: LookedUpBatch, summary: ScoreVariantsSummary) -> None:

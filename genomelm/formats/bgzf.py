@@ -22,7 +22,7 @@ BLOCK_INPUT = 0xFF00  # bytes of input per block (htslib's BGZF_BLOCK_SIZE)
 # gzip member header with the BC extra field; BSIZE (block size - 1) follows as 2 bytes.
 _HEADER = b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff\x06\x00BC\x02\x00"
 EOF_BLOCK = _HEADER + b"\x1b\x00\x03\x00" + bytes(8)  # an empty block: htslib's end-of-file marker
-_IN_FLIGHT = 4  # blocks queued per worker (bounded memory, enough to keep the workers busy)
+_IN_FLIGHT = 48  # blocks queued per worker: 3 MB of input, more than a batch of records writes at once
 
 
 def compress_block(data: bytes) -> bytes:

@@ -160,15 +160,16 @@ def bases_at(reference: Reference, contig: str, positions: np.ndarray, length: i
 
 def _context_reasons(scorer, contig: str, pos: np.ndarray, length: int) -> np.ndarray:
     """The engine's context rule, once per llr block: no_context, n_in_context or None per position
-    ((R,) object array)."""
+    ((R,) object array). The N rule is checked block by block only where a tile of the context holds an N."""
     tiling = scorer.tiling
     blocks, inverse = np.unique(pos // tiling.stride, return_inverse=True)
-    reasons = np.empty(len(blocks), dtype=object)
-    for b, block in enumerate(blocks.tolist()):
-        left, right = tiling.context_span(block * tiling.stride, length)
-        if right - left <= 1:
-            reasons[b] = NO_CONTEXT
-        elif scorer.planner.n_heavy(contig, left, right, 1):
+    start = blocks * tiling.stride  # (B,) each as tiling.context_span
+    left, right = np.maximum(0, start - tiling.context), np.minimum(length, start + tiling.stride + tiling.context)
+    reasons = np.where(right - left <= 1, NO_CONTEXT, None)  # (B,) object
+    some = np.flatnonzero(right - left > 1)
+    maybe = some[scorer.reference.spans_with_n(contig, left[some], right[some])]
+    for b, lo, hi in zip(maybe.tolist(), left[maybe].tolist(), right[maybe].tolist()):
+        if scorer.planner.n_heavy(contig, lo, hi, 1):
             reasons[b] = N_IN_CONTEXT
     return reasons[inverse]
 
