@@ -345,7 +345,9 @@ def _engine_lines(opts, scorer: VariantScorer, batch: list, looked: LookedUpBatc
         lines[i] = _annotated(opts, batch[i], values, summary, clear)
     if first is not None:
         record = batch[first]
-        raise InputError(f"{record.chrom}:{record.pos}: not scored ({looked.skip[first]}); --strict makes this an error")
+        raise InputError(
+            f"{record.chrom}:{record.pos}: not scored ({looked.skip[first]}); --strict makes this an error"
+        )
 
 
 def _annotated(opts, record, values: dict, summary: ScoreVariantsSummary, clear: list[str]) -> str:

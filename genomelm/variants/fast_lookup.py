@@ -40,7 +40,11 @@ _CODE = {"A": 0, "C": 1, "G": 2, "T": 3, "a": 0, "c": 1, "g": 2, "t": 3}
 def _alt_table() -> dict[str, tuple[int, ...]]:
     """ALT columns of one to three single bases (either case) -> their codes: one dict lookup per record
     for the common plain SNVs (longer lists go through ``_alt_codes``)."""
-    return {",".join(bases): tuple(_CODE[b] for b in bases) for n in (1, 2, 3) for bases in itertools.product(_CODE, repeat=n)}
+    return {
+        ",".join(bases): tuple(_CODE[b] for b in bases)
+        for n in (1, 2, 3)
+        for bases in itertools.product(_CODE, repeat=n)
+    }
 
 
 _ALT_CODES = _alt_table()
@@ -122,7 +126,11 @@ def _snvs(rows: list[tuple[int, str, int, tuple[int, ...]]]) -> _Snvs:
     members, pos, ref, codes = zip(*rows)
     alt = np.fromiter(itertools.chain.from_iterable(codes), dtype=np.int64)
     return _Snvs(
-        np.array(members), np.array(pos).astype(np.int64) - 1, np.array(ref), alt, np.fromiter(map(len, codes), np.int64)
+        np.array(members),
+        np.array(pos).astype(np.int64) - 1,
+        np.array(ref),
+        alt,
+        np.fromiter(map(len, codes), np.int64),
     )
 
 
@@ -216,19 +224,21 @@ class _Outcome:
     def _infos(self, records: np.ndarray, keys: dict[str, str]) -> list[str]:
         """The INFO text of ``records`` (indices, each with an llr): 'KEY=v,v;KEY=...' over the scores
         present, in the engine's key order, the numbers as htslib writes them. One %-template per group
-        of records with the same ALT count and scores present."""
+        of records with the same ALT count and the same scores present (a handful of groups)."""
         names = list(self.scores)
-        text = np.array(vcf.format_floats(np.nan_to_num(np.concatenate(list(self.scores.values()))).tolist()), object)
-        text = text.reshape(len(names), -1)  # (names, K)
-        pattern = self.counts[records] * (1 << len(names)) + (self.present[:, records].T << np.arange(len(names))).sum(1)
+        values = np.nan_to_num(np.concatenate(list(self.scores.values())))  # NaN: never written, any text
+        text = np.array(vcf.format_floats(values.tolist()), dtype=object).reshape(len(names), -1)  # (names, K)
+        present = (self.present[:, records] << np.arange(len(names))[:, None]).sum(axis=0)  # (G,) bit per score
+        groups = self.counts[records] << len(names) | present  # (G,) ALT count and scores present
         out = np.empty(len(records), dtype=object)
-        for code in np.unique(pattern).tolist():
-            group = records[pattern == code]
-            count, present = code >> len(names), [n for k, n in enumerate(names) if code >> k & 1]
-            template = ";".join(keys[n].replace("%", "%%") + "=" + ",".join(["%s"] * count) for n in present)
-            alleles = self.starts[group][None, :] + np.arange(count)[:, None]  # (count, G)
-            columns = [text[names.index(n)][a].tolist() for n in present for a in alleles]
-            out[pattern == code] = [template % values for values in zip(*columns)]
+        for code in np.unique(groups).tolist():
+            chosen = groups == code
+            shown = [k for k in range(len(names)) if code >> k & 1]
+            count = code >> len(names)
+            template = ";".join(keys[names[k]].replace("%", "%%") + "=" + ",".join(["%s"] * count) for k in shown)
+            alleles = self.starts[records[chosen]] + np.arange(count)[:, None]  # (count, G): K index per ALT
+            columns = [text[k][a].tolist() for k in shown for a in alleles]  # in the template's order
+            out[chosen] = [template % row for row in zip(*columns)]
         return out.tolist()
 
     def values(self, r: int) -> dict[str, tuple[float, ...]]:

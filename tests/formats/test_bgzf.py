@@ -12,7 +12,10 @@ from genomelm.formats.bgzf import BLOCK_INPUT, EOF_BLOCK, BgzfWriter
 def _text(size: int, seed: int = 0) -> bytes:
     """VCF-like lines (compressible) with a byte that is not UTF-8 in them."""
     rng = random.Random(seed)
-    lines = (f"chr1\t{i}\t.\t{rng.choice('ACGT')}\t{rng.choice('ACGT')}\t.\t.\tX={rng.random():.5f}\xe9\n" for i in range(size))
+    lines = (
+        f"chr1\t{i}\t.\t{rng.choice('ACGT')}\t{rng.choice('ACGT')}\t.\t.\tX={rng.random():.5f}\xe9\n"
+        for i in range(size)
+    )
     return "".join(lines).encode("latin-1")[:size]
 
 
