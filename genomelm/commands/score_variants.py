@@ -310,9 +310,10 @@ def _look_up_all(opts, scorer: VariantScorer, records, writer, summary, clear: l
             fields = [line.split("\t", 8) for line in lines]
             looked = lookup_lines(scorer, fields, keys)
             _engine_lines(opts, scorer, batch, looked, lines, summary, clear)
-            _count_looked_up(looked, summary)
-            _splice(opts, batch, fields, looked, lines, summary, clear)
-            writer.write_lines(lines, max(map(int, (f[1] for f in fields))))
+            taken = looked.records
+            _count_looked_up(looked, taken, summary)
+            _splice(opts, batch, fields, looked, taken, lines, summary, clear)
+            writer.write_lines(lines, max(map(int, (f[1] for f in fields))) if writer.index else 0)
             bar.advance(task, len(batch))
 
 
@@ -356,13 +357,15 @@ def _annotated(opts, record, values: dict, summary: ScoreVariantsSummary, clear:
     return str(record)
 
 
-def _splice(opts, batch: list, fields: list, looked: LookedUpBatch, lines: list, summary, clear: list[str]) -> None:
+def _splice(
+    opts, batch: list, fields: list, looked: LookedUpBatch, taken: list[int], lines: list, summary, clear: list[str]
+) -> None:
     """The lines of the records of the batch path: their INFO text spliced into htslib's line for the
     record (``fields``: that line split at its first 8 tabs), which is what set_info + str give (new keys
     go last). A record whose INFO holds the prefix anywhere (values of an earlier run, to be removed) goes
-    through set_info instead."""
+    through set_info instead. ``taken``: the records of the batch path (``looked.records``)."""
     prefix = opts.info_prefix
-    for i in looked.records:
+    for i in taken:
         columns = fields[i]
         info, last = columns[7], len(columns) == 8  # without samples, INFO ends the line (and holds its newline)
         if last:
@@ -371,7 +374,8 @@ def _splice(opts, batch: list, fields: list, looked: LookedUpBatch, lines: list,
             lines[i] = _annotated(opts, batch[i], _looked_up_values(opts, looked, i), summary, clear)
             continue
         added = looked.info[i] if info == "." else f"{info};{looked.info[i]}"
-        lines[i] = "\t".join([*columns[:7], added + "\n" if last else added, *columns[8:]])
+        columns[7] = added + "\n" if last else added  # the columns serve no one after this
+        lines[i] = "\t".join(columns)
 
 
 def _looked_up_values(opts, looked: LookedUpBatch, i: int) -> dict:
@@ -380,12 +384,12 @@ def _looked_up_values(opts, looked: LookedUpBatch, i: int) -> dict:
     return {keys["skip"]: looked.skip[i], **{keys[name]: v for name, v in looked.values(i).items()}}
 
 
-def _count_looked_up(looked: LookedUpBatch, summary: ScoreVariantsSummary) -> None:
-    """Count the records of the batch path in the summary (each with one outcome for all its ALTs)."""
-    skips = [looked.skip[i] for i in looked.records]
+def _count_looked_up(looked: LookedUpBatch, taken: list[int], summary: ScoreVariantsSummary) -> None:
+    """Count the records of the batch path (``taken``) in the summary (one outcome for all their ALTs)."""
+    skips = [looked.skip[i] for i in taken]
     summary.records += len(skips)
     summary.skipped.update(skip for skip in skips if skip is not None)
-    scored = [looked.alleles[i] for i, skip in zip(looked.records, skips) if skip is None]
+    scored = [looked.alleles[i] for i, skip in zip(taken, skips) if skip is None]
     summary.scored += len(scored)
     summary.alleles_scored += sum(scored)
 

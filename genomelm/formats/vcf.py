@@ -445,7 +445,8 @@ class VariantWriter:
 
     def write_lines(self, lines: list[str], max_pos: int) -> None:
         """Append records already formatted as VCF text (as ``str(record)`` gives them, newlines
-        included); ``max_pos``: their largest 1-based POS. For callers that edit the text of records."""
+        included); ``max_pos``: their largest 1-based POS (needed with ``index`` only: it chooses TBI or
+        CSI). For callers that edit the text of records."""
         self._max_pos = max(self._max_pos, max_pos)
         with atomic.write_errors(self.path):
             self._pending.extend(lines)

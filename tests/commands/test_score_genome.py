@@ -760,6 +760,18 @@ def test_batch_lookup_path_fails_on_the_first_skipped_record_with_strict(data, t
     assert not list(tmp_path.rglob("out.vcf"))
 
 
+def test_batch_lookup_path_writes_an_index(data, tmp_path):
+    vcf_path = all_snvs_vcf(tmp_path / "all.vcf", _genome())
+    out = tmp_path / "o.vcf.gz"
+    opts = sv.ScoreVariantsOptions(
+        str(vcf_path), str(data["fasta"]), str(out), precomputed=str(data["store"]), index=True
+    )
+    summary = sv.run(opts)
+    assert summary.records > 4000 and (tmp_path / "o.vcf.gz.tbi").exists()
+    with pysam.VariantFile(str(out)) as handle:
+        assert [r.pos for r in handle.fetch("chr2", 99, 100)] == [100, 100, 100]
+
+
 def test_a_store_of_an_older_format_is_refused_with_a_hint(data, tmp_path):
     old = tmp_path / "old"
     old.mkdir()
