@@ -767,7 +767,7 @@ def test_batch_lookup_path_writes_an_index(data, tmp_path):
         str(vcf_path), str(data["fasta"]), str(out), precomputed=str(data["store"]), index=True
     )
     summary = sv.run(opts)
-    assert summary.records > 4000 and (tmp_path / "o.vcf.gz.tbi").exists()
+    assert summary.records > 1700 and (tmp_path / "o.vcf.gz.tbi").exists()
     with pysam.VariantFile(str(out)) as handle:
         assert [r.pos for r in handle.fetch("chr2", 99, 100)] == [100, 100, 100]
 
