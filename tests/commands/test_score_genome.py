@@ -769,7 +769,7 @@ def test_batch_lookup_path_writes_an_index(data, tmp_path):
     summary = sv.run(opts)
     assert summary.records > 1700 and (tmp_path / "o.vcf.gz.tbi").exists()
     with pysam.VariantFile(str(out)) as handle:
-        assert [r.pos for r in handle.fetch("chr2", 99, 100)] == [100, 100, 100]
+        assert [r.pos for r in handle.fetch("chr2", 99, 100)] == [100]
 
 
 def test_a_store_of_an_older_format_is_refused_with_a_hint(data, tmp_path):
