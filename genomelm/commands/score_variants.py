@@ -6,17 +6,20 @@ absent where an allele has none. Records that cannot be scored are written uncha
 ``<prefix>SKIP=<reason>`` and counted in the summary.
 
 With --precomputed (no --model, no --tsv) records go through a batched path (genomelm.variants.
-fast_lookup): plain SNVs are looked up and calibrated as numpy arrays, a batch at a time, and their
-INFO text is spliced into htslib's line; every other record still goes through the engine. The output
-is byte for byte the engine's (tested); ``FAST_LOOKUP = False`` turns the batched path off.
+fast_lookup): CHROM, POS, REF and ALT are read from htslib's line for each record, plain SNVs are
+looked up and calibrated as numpy arrays, a batch at a time, and their INFO text is spliced into that
+line; every other record still goes through the engine. The output is byte for byte the engine's
+(tested); ``FAST_LOOKUP = False`` turns the batched path off. A .vcf.gz output is compressed on a
+second thread unless --threads 1 (the same bytes either way).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections import Counter
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, fields
 from itertools import islice
 
@@ -43,7 +46,7 @@ from genomelm.variants import (
 )
 from genomelm.variants import centred_window as _centred_window
 from genomelm.variants import llr_tiling as _llr_tiling
-from genomelm.variants.fast_lookup import LookedUp, lookup_records
+from genomelm.variants.fast_lookup import LookedUpBatch, lookup_lines
 from genomelm.variants.methods import CALIBRATION
 from genomelm.variants.precomputed import PrecomputedScores, check_store_genome, load_calibration
 from genomelm.variants.windows import CentredWindow
@@ -151,7 +154,7 @@ def run(opts: ScoreVariantsOptions) -> ScoreVariantsSummary:
             model, reference, opts.settings(), device, opts.fasta, lookups.precomputed, lookups.calibration
         )
         rescoring, provenance = _prepare_header(reader, opts, model, scorer, lookups)
-        writer = stack.enter_context(vcf.VariantWriter(opts.output, reader, index=opts.index))
+        writer = stack.enter_context(vcf.VariantWriter(opts.output, reader, opts.index, None, _compressors(opts)))
         tsv = stack.enter_context(_tsv_writer(opts, provenance))
         clear = list(info_keys(opts.info_prefix).values()) if rescoring else []
         _score_all(opts, scorer, reader.records(regions), writer, tsv, summary, clear)
@@ -159,6 +162,12 @@ def run(opts: ScoreVariantsOptions) -> ScoreVariantsSummary:
     summary.seconds = time.perf_counter() - started
     _report(summary)
     return summary
+
+
+def _compressors(opts: ScoreVariantsOptions) -> int:
+    """Threads compressing a .vcf.gz output beside the main one: one, unless --threads 1 (or one CPU)
+    asks for a single thread. Compression is a third of the lookup path's time on one thread."""
+    return 0 if opts.threads == 1 or (os.cpu_count() or 1) < 2 else 1
 
 
 def _check_options(opts: ScoreVariantsOptions) -> None:
@@ -296,23 +305,52 @@ def _look_up_all(opts, scorer: VariantScorer, records, writer, summary, clear: l
     engine's path above, which still scores every record the batch path hands back."""
     keys = info_keys(opts.info_prefix)
     records = iter(records)
-    with progress("variant") as bar:
+    with progress("variant") as bar, _young_heap():
         task = bar.add_task("score-variants", total=None)
         while batch := list(islice(records, LOOKUP_BATCH)):
-            looked = lookup_records(scorer, batch, keys)
-            sites = iter(scorer.score([r for r, out in zip(batch, looked) if out is None]))
-            lines = []
-            for record, out in zip(batch, looked):
-                if out is None:
-                    site = next(sites)
-                    skip = _count(opts, site, summary)
-                    values = {keys["skip"]: skip, **{keys[name]: tuple(v) for name, v in site.values.items()}}
-                    lines.append(_annotated(opts, record, values, summary, clear))
-                else:
-                    _count_looked_up(opts, record, out, summary)
-                    lines.append(_spliced(opts, record, out, keys, summary, clear))
-            writer.write_lines(lines, max(r.pos for r in batch))
+            lines = [str(record) for record in batch]  # htslib's text: read here, spliced, written
+            fields = [line.split("\t", 8) for line in lines]
+            looked = lookup_lines(scorer, fields, keys)
+            _engine_lines(opts, scorer, batch, looked, lines, summary, clear)
+            taken = looked.records
+            _count_looked_up(looked, taken, summary)
+            _splice(opts, batch, fields, looked, taken, lines, summary, clear)
+            writer.write_lines(lines, max(map(int, (f[1] for f in fields))) if writer.index else 0)
             bar.advance(task, len(batch))
+
+
+@contextmanager
+def _young_heap():
+    """Leave the objects alive before the loop (torch, numpy, the stores: most of the heap) out of the
+    cyclic garbage collector's full passes while it runs: a batch allocates tens of thousands of short-lived
+    containers, and each full pass over the whole heap they trigger cost a fifth of the lookup path's time.
+    Nothing is lost: those objects are handed back to the collector after the loop (not when someone else
+    froze the heap already)."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _engine_lines(opts, scorer: VariantScorer, batch: list, looked: LookedUpBatch, lines: list, summary, clear) -> None:
+    """The lines of the records the batch path handed back, scored by the engine. --strict: the first
+    record skipped in the batch is an error, whichever path skipped it."""
+    first = looked.first_skipped() if opts.strict else None
+    engine = [i for i, info in enumerate(looked.info[:first]) if info is None]  # (first: engine's errors first)
+    keys = info_keys(opts.info_prefix)
+    for i, site in zip(engine, scorer.score([batch[i] for i in engine])):
+        skip = _count(opts, site, summary)
+        values = {keys["skip"]: skip, **{keys[name]: tuple(v) for name, v in site.values.items()}}
+        lines[i] = _annotated(opts, batch[i], values, summary, clear)
+    if first is not None:
+        record = batch[first]
+        raise InputError(
+            f"{record.chrom}:{record.pos}: not scored ({looked.skip[first]}); --strict makes this an error"
+        )
 
 
 def _annotated(opts, record, values: dict, summary: ScoreVariantsSummary, clear: list[str]) -> str:
@@ -321,31 +359,41 @@ def _annotated(opts, record, values: dict, summary: ScoreVariantsSummary, clear:
     return str(record)
 
 
-def _spliced(opts, record, out: LookedUp, keys: dict, summary, clear: list[str]) -> str:
-    """The line of a record of the batch path: its INFO text spliced into htslib's line for the record,
-    which is what set_info + str give (new keys go last). A record whose INFO holds the prefix anywhere
-    (values of an earlier run, to be removed) goes through set_info instead."""
-    line = str(record)
-    columns = line.split("\t", 8)
-    info = columns[7].rstrip("\n")
-    if opts.info_prefix in info:
-        values = {keys["skip"]: out.skip, **{keys[n]: v for n, v in out.values().items()}}
-        return _annotated(opts, record, values, summary, clear)
-    columns[7] = (out.info if info == "." else f"{info};{out.info}") + columns[7][len(info) :]
-    return "\t".join(columns)
+def _splice(
+    opts, batch: list, fields: list, looked: LookedUpBatch, taken: list[int], lines: list, summary, clear: list[str]
+) -> None:
+    """The lines of the records of the batch path: their INFO text spliced into htslib's line for the
+    record (``fields``: that line split at its first 8 tabs), which is what set_info + str give (new keys
+    go last). A record whose INFO holds the prefix anywhere (values of an earlier run, to be removed) goes
+    through set_info instead. ``taken``: the records of the batch path (``looked.records``)."""
+    prefix = opts.info_prefix
+    for i in taken:
+        columns = fields[i]
+        info, last = columns[7], len(columns) == 8  # without samples, INFO ends the line (and holds its newline)
+        if last:
+            info = info[:-1]
+        if prefix in info:
+            lines[i] = _annotated(opts, batch[i], _looked_up_values(opts, looked, i), summary, clear)
+            continue
+        added = looked.info[i] if info == "." else f"{info};{looked.info[i]}"
+        columns[7] = added + "\n" if last else added  # the columns serve no one after this
+        lines[i] = "\t".join(columns)
 
 
-def _count_looked_up(opts: ScoreVariantsOptions, record, out: LookedUp, summary: ScoreVariantsSummary) -> str | None:
-    """_count for a record of the batch path (all its ALT alleles share one outcome)."""
-    summary.records += 1
-    if out.skip is not None:
-        summary.skipped[out.skip] += 1
-        if opts.strict:
-            raise InputError(f"{record.chrom}:{record.pos}: not scored ({out.skip}); --strict makes this an error")
-        return out.skip
-    summary.scored += 1
-    summary.alleles_scored += out.alleles
-    return None
+def _looked_up_values(opts, looked: LookedUpBatch, i: int) -> dict:
+    """INFO key -> value of record ``i`` of the batch path, for set_info."""
+    keys = info_keys(opts.info_prefix)
+    return {keys["skip"]: looked.skip[i], **{keys[name]: v for name, v in looked.values(i).items()}}
+
+
+def _count_looked_up(looked: LookedUpBatch, taken: list[int], summary: ScoreVariantsSummary) -> None:
+    """Count the records of the batch path (``taken``) in the summary (one outcome for all their ALTs)."""
+    skips = [looked.skip[i] for i in taken]
+    summary.records += len(skips)
+    summary.skipped.update(skip for skip in skips if skip is not None)
+    scored = [looked.alleles[i] for i, skip in zip(taken, skips) if skip is None]
+    summary.scored += len(scored)
+    summary.alleles_scored += sum(scored)
 
 
 def _count(opts: ScoreVariantsOptions, site, summary: ScoreVariantsSummary) -> str | None:

@@ -36,6 +36,7 @@ import pysam.utils
 
 from genomelm.errors import FormatError, InputError, UsageError
 from genomelm.formats import atomic
+from genomelm.formats.bgzf import BgzfWriter
 from genomelm.formats.fasta import Region, resolve_contig, sniff_compression
 from genomelm.log import get_logger
 
@@ -188,7 +189,7 @@ class VariantReader:
             self.close()
             raise _translate_open_error(path, exc) from None
         self.header = self._file.header
-        self.last = "the header"  # 'chrom:pos' of the last record read, for error messages
+        self._last: pysam.VariantRecord | None = None  # the last record read, for error messages
 
     def _source(self, path: str) -> str:
         """The path htslib should open: '-' reads the real stdin; a stdin without a file
@@ -283,6 +284,11 @@ class VariantReader:
                 "run `bcftools index` (or `tabix -p vcf`) on a bgzipped VCF or a BCF"
             )
 
+    @property
+    def last(self) -> str:
+        """'chrom:pos' of the last record read ('the header' before any), for error messages."""
+        return "the header" if self._last is None else f"{self._last.chrom}:{self._last.pos}"
+
     def _checked(self, records: Iterator[pysam.VariantRecord]) -> Iterator[pysam.VariantRecord]:
         while True:
             try:
@@ -293,7 +299,7 @@ class VariantReader:
                 raise FormatError(
                     f"{self.path}: cannot read the record after {self.last}: malformed line or truncated file ({exc})"
                 ) from None
-            self.last = f"{record.chrom}:{record.pos}"
+            self._last = record  # named only when an error needs it (formatting it costs per record)
             yield record
 
     def close(self) -> None:
@@ -383,7 +389,14 @@ class VariantWriter:
     the records must then be sorted. The header is the reader's, taken when the writer is made.
     """
 
-    def __init__(self, path: str, reader: VariantReader, index: bool = False, stdout: TextIO | None = None):
+    def __init__(
+        self,
+        path: str,
+        reader: VariantReader,
+        index: bool = False,
+        stdout: TextIO | None = None,
+        compress_threads: int = 0,
+    ):
         self.path, self.format, self.index = path, output_format(path), index
         if index and self.format == "vcf":
             raise UsageError("--index needs a bgzipped VCF (.vcf.gz) or BCF (.bcf) output")
@@ -392,11 +405,12 @@ class VariantWriter:
         self._max_pos = 0
         self._tmp = None if path == "-" else _temporary_path(path)
         self._index_tmp: str | None = None
-        # BCF and bgzip: the records are first written as VCF text, then converted in one C call: BCF by
-        # htslib's own VCF -> BCF path (bcftools view; pysam's record writer re-derives INFO/END and drops or
-        # adds it), bgzip by tabix_compress (one clean error on a full disk, where a failing BGZFile cannot
-        # even be closed).
-        self._staged = _temporary_path(path, ".vcf") if self.format != "vcf" else None
+        self._compress_threads = compress_threads  # .vcf.gz: BGZF blocks compressed on this many threads
+        # BCF: the records are first written as VCF text, then converted in one C call by htslib's own
+        # VCF -> BCF path (bcftools view; pysam's record writer re-derives INFO/END and drops or adds it).
+        # bgzip: the text is compressed as it comes, through a Python file (formats.bgzf: the bytes of
+        # bgzip, one clean error on a full disk, where a failing pysam BGZFile cannot even be closed).
+        self._staged = _temporary_path(path, ".vcf") if self.format == "bcf" else None
         self._closed = False
         try:
             with atomic.write_errors(path):
@@ -409,6 +423,8 @@ class VariantWriter:
         header = self._reader.header
         if self.path == "-":
             self._text = stdout or sys.stdout
+        elif self.format == "vcf.gz":
+            self._text = _BgzfText(self._tmp, self._compress_threads)
         else:
             self._text = open(self._staged or self._tmp, "w", encoding="utf-8", errors="surrogateescape")
         if self.format != "bcf":
@@ -429,7 +445,8 @@ class VariantWriter:
 
     def write_lines(self, lines: list[str], max_pos: int) -> None:
         """Append records already formatted as VCF text (as ``str(record)`` gives them, newlines
-        included); ``max_pos``: their largest 1-based POS. For callers that edit the text of records."""
+        included); ``max_pos``: their largest 1-based POS (needed with ``index`` only: it chooses TBI or
+        CSI). For callers that edit the text of records."""
         self._max_pos = max(self._max_pos, max_pos)
         with atomic.write_errors(self.path):
             self._pending.extend(lines)
@@ -471,10 +488,13 @@ class VariantWriter:
             self._index_tmp = None
         self._drop_stale_index()
 
-    def _close_handle(self) -> None:
+    def _close_handle(self, complete: bool = True) -> None:
         if self._closed:
             return
         self._closed = True
+        if not complete and isinstance(self._text, _BgzfText):
+            self._text.abort()  # no last blocks: the file is discarded
+            return
         self._flush()
         if self.path == "-":
             self._text.flush()
@@ -482,16 +502,13 @@ class VariantWriter:
             self._text.close()
 
     def _convert(self) -> None:
-        """The finished VCF text -> bgzip (tabix_compress) or BCF (htslib's VCF parser and BCF writer, what
-        `bcftools view -Ob` does: every record and value as in .vcf output, INFO/END untouched; a record
-        BCF cannot encode -> FormatError)."""
+        """The finished VCF text -> BCF (htslib's VCF parser and BCF writer, what `bcftools view -Ob` does:
+        every record and value as in .vcf output, INFO/END untouched; a record BCF cannot encode ->
+        FormatError)."""
         try:
             with atomic.write_errors(self.path):
-                if self.format == "vcf.gz":
-                    pysam.tabix_compress(self._staged, self._tmp, force=True)
-                else:
-                    self._prepend_header()
-                    pysam.bcftools.view("--no-version", "-O", "b", "-o", self._tmp, self._staged, catch_stdout=False)
+                self._prepend_header()
+                pysam.bcftools.view("--no-version", "-O", "b", "-o", self._tmp, self._staged, catch_stdout=False)
         except pysam.utils.SamtoolsError as exc:
             if self._room_ran_out():
                 raise atomic.no_room(self.path, OSError(errno.ENOSPC, "")) from None
@@ -551,7 +568,7 @@ class VariantWriter:
     def abort(self) -> None:
         """Drop everything written so far (nothing appears at the output path)."""
         try:
-            self._close_handle()
+            self._close_handle(complete=False)
         except Exception:  # already failing: the original error matters, not this one
             pass
         atomic.discard(self._tmp, self._index_tmp, self._staged)
@@ -565,6 +582,27 @@ class VariantWriter:
             self.commit()
         else:
             self.abort()
+
+
+class _BgzfText:
+    """A text file written as BGZF (formats.bgzf): what VariantWriter writes a .vcf.gz through."""
+
+    def __init__(self, path: str, workers: int):
+        self._handle = open(path, "wb")
+        self._bgzf = BgzfWriter(self._handle, workers)
+
+    def write(self, text: str) -> None:
+        self._bgzf.write(text.encode("utf-8", "surrogateescape"))  # bytes that are not UTF-8 pass through
+
+    def close(self) -> None:
+        try:
+            self._bgzf.close()
+        finally:
+            self._handle.close()
+
+    def abort(self) -> None:
+        self._bgzf.abort()
+        self._handle.close()
 
 
 def set_info(

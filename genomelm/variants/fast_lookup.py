@@ -4,19 +4,26 @@ The general engine (VariantScorer) plans, looks up and calibrates one record at 
 thousands of records per second that per-record Python is the cost, not the lookup. Here a batch
 of records becomes arrays (positions, REF and ALT codes, one entry per ALT allele), checked,
 looked up and calibrated with a few numpy calls per contig. Every record this path does not fully
-understand is handed back (None) to the engine, so the values, their order and every SKIP reason
-are those of the engine, byte for byte:
+understand is handed back to the engine, so the values, their order and every SKIP reason are
+those of the engine, byte for byte:
 
 - records that are not plain SNVs (REF one base A/C/G/T, every ALT another such base), on contigs
   the FASTA lacks, out of range, whose REF is not the reference base (ref_is_n, ref_mismatch);
 - records whose ALT alleles do not all share one outcome (some scored and some not, a strand with
   a value for one ALT and not another, a non-finite value): the engine sorts those out allele by allele.
 
-``lookup_records(scorer, records)`` -> per record None (engine) or ``LookedUp``.
+Records come as the columns of the line htslib writes for them (``str(record).split("\\t", 8)``):
+reading CHROM, POS, REF and ALT there costs less than pysam's attribute access, and that line is
+what the caller splices the INFO text into. The INFO text of the values is built a group of
+records at a time (same ALT count, same scores present) from one %-template.
+
+``lookup_lines(scorer, fields, keys)`` -> ``LookedUpBatch``: per record, None (the engine's) or
+the INFO text to add, its SKIP reason and ALT count.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,88 +37,120 @@ from genomelm.variants.reference import TILE, Reference
 _CODE = {"A": 0, "C": 1, "G": 2, "T": 3, "a": 0, "c": 1, "g": 2, "t": 3}
 
 
-class LookedUp:
-    """One record's outcome: its SKIP reason, or its values by score name (one per ALT, in ALT order),
-    as the INFO text htslib would write for them (``info``) and as numbers (``values()``)."""
+def _alt_table() -> dict[str, tuple[int, ...]]:
+    """ALT columns of one to three single bases (either case) -> their codes: one dict lookup per record
+    for the common plain SNVs (longer lists go through ``_alt_codes``)."""
+    return {
+        ",".join(bases): tuple(_CODE[b] for b in bases)
+        for n in (1, 2, 3)
+        for bases in itertools.product(_CODE, repeat=n)
+    }
 
-    __slots__ = ("skip", "alleles", "info", "_outcome", "_end")
 
-    def __init__(self, skip: str | None, alleles: int, info: str, outcome: _Outcome | None = None, end: int = 0):
-        self.skip, self.alleles, self.info = skip, alleles, info
-        self._outcome, self._end = outcome, end
+_ALT_CODES = _alt_table()
 
-    def values(self) -> dict[str, tuple[float, ...]]:
-        if self._outcome is None:
-            return {}
-        start, end = self._end - self.alleles, self._end
-        lists = self._outcome.lists
-        return {name: tuple(lists[name][start:end]) for name in lists if lists[name][end - 1] == lists[name][end - 1]}
+
+def _alt_codes(alt: str) -> tuple[int, ...] | None:
+    """Codes of an ALT column of single bases; None when any allele is something else."""
+    codes = tuple(_CODE.get(a, -1) for a in alt.split(","))
+    return None if -1 in codes else codes
+
+
+class LookedUpBatch:
+    """The outcome of a batch, per record (index in the batch): ``info[i]`` is None for a record the
+    engine must score, else the INFO text to add ('KEY=v,v;...', or '<prefix>SKIP=reason'), with
+    ``skip[i]`` its SKIP reason (None: scored) and ``alleles[i]`` its ALT count."""
+
+    def __init__(self, size: int):
+        self.info: list[str | None] = [None] * size
+        self.skip: list[str | None] = [None] * size
+        self.alleles: list[int] = [0] * size
+        self._outcomes: list[tuple[np.ndarray, _Outcome]] = []  # (batch index per record, outcome)
+
+    @property
+    def records(self) -> list[int]:
+        """Indices of the records this path took (an outcome of its own), in order."""
+        return [i for i, info in enumerate(self.info) if info is not None]
+
+    def first_skipped(self) -> int | None:
+        """Index of the first record this path skipped (a SKIP reason), None when there is none."""
+        return next((i for i, skip in enumerate(self.skip) if skip is not None), None)
+
+    def values(self, i: int) -> dict[str, tuple[float, ...]]:
+        """Record ``i``'s values by score name (one per ALT, in ALT order); {} for a skipped record."""
+        for members, outcome in self._outcomes:
+            r = int(np.searchsorted(members, i))
+            if r < len(members) and members[r] == i:
+                return outcome.values(r)
+        return {}
 
 
 @dataclass
 class _Snvs:
     """The plain-SNV records of a batch on one contig; ``pos``/``ref``: per record, ``alt``: per ALT."""
 
-    members: list[int]  # index in the batch
+    members: np.ndarray  # (R,) index in the batch, increasing
     pos: np.ndarray  # (R,) 0-based
     ref: np.ndarray  # (R,) REF codes 0..3
     alt: np.ndarray  # (K,) ALT codes, record after record
     counts: np.ndarray  # (R,) ALT alleles per record
 
 
-def lookup_records(scorer, records: list, keys: dict[str, str]) -> list[LookedUp | None]:
-    """Per record of ``records`` (pysam records, in order): its outcome, or None where the engine must
-    score it. ``scorer``: a VariantScorer with ``precomputed`` (and ``calibration`` when asked for); ``keys``:
-    score name (and 'skip') -> INFO key."""
-    out: list[LookedUp | None] = [None] * len(records)
-    for contig, snvs in _plain_snvs(records, scorer.planner.mapper).items():
-        _lookup_contig(scorer, contig, snvs, out, keys)
-    return out
+def lookup_lines(scorer, fields: list[list[str]], keys: dict[str, str]) -> LookedUpBatch:
+    """The outcome of each record of a batch. ``fields``: per record (in order) the columns of its VCF
+    line (CHROM, POS, ID, REF, ALT, ...); ``scorer``: a VariantScorer with ``precomputed`` (and
+    ``calibration`` when asked for); ``keys``: score name (and 'skip') -> INFO key."""
+    batch = LookedUpBatch(len(fields))
+    for contig, snvs in _plain_snvs(fields, scorer.planner.mapper).items():
+        _lookup_contig(scorer, contig, snvs, batch, keys)
+    return batch
 
 
-def _plain_snvs(records: list, mapper) -> dict[str, _Snvs]:
+def _plain_snvs(fields: list[list[str]], mapper) -> dict[str, _Snvs]:
     """Plain-SNV records by FASTA contig (the one Python loop over records)."""
+    contig_of = {name: mapper(name) for name in {f[0] for f in fields}}
     found: dict[str, list] = {}
-    code_of = _CODE.get
-    for i, record in enumerate(records):
-        alleles = record.alleles  # (REF, *ALTs): one call, where .ref and .alts are two
-        code = code_of(alleles[0]) if alleles and len(alleles) > 1 else None
+    code_of, table = _CODE.get, _ALT_CODES
+    for i, f in enumerate(fields):
+        code = code_of(f[3])
         if code is None:
             continue
-        codes = [code_of(a, -1) for a in alleles[1:]]  # longer alleles are not keys: -1
-        contig = mapper(record.chrom)
-        if contig is not None and code not in codes and -1 not in codes:
-            found.setdefault(contig, []).append((i, record.start, code, codes))
+        codes = table[f[4]] if f[4] in table else _alt_codes(f[4])
+        contig = contig_of[f[0]]
+        if codes is not None and contig is not None and code not in codes:
+            found.setdefault(contig, []).append((i, f[1], code, codes))
     return {contig: _snvs(rows) for contig, rows in found.items()}
 
 
-def _snvs(rows: list[tuple[int, int, int, list[int]]]) -> _Snvs:
+def _snvs(rows: list[tuple[int, str, int, tuple[int, ...]]]) -> _Snvs:
     members, pos, ref, codes = zip(*rows)
-    alt = np.fromiter((c for alts in codes for c in alts), dtype=np.int64)
-    return _Snvs(list(members), np.array(pos), np.array(ref), alt, np.array([len(c) for c in codes]))
+    alt = np.fromiter(itertools.chain.from_iterable(codes), dtype=np.int64)
+    return _Snvs(
+        np.array(members),
+        np.array(pos).astype(np.int64) - 1,
+        np.array(ref),
+        alt,
+        np.fromiter(map(len, codes), np.int64),
+    )
 
 
-def _lookup_contig(scorer, contig: str, snvs: _Snvs, out: list, keys: dict[str, str]) -> None:
+def _lookup_contig(scorer, contig: str, snvs: _Snvs, batch: LookedUpBatch, keys: dict[str, str]) -> None:
     reference: Reference = scorer.reference
     length = reference.length(contig)
-    inside = (snvs.pos >= 0) & (snvs.pos < length)
-    snvs = _subset(snvs, inside)
+    snvs = _subset(snvs, (snvs.pos >= 0) & (snvs.pos < length))
     ids = bases_at(reference, contig, np.stack([snvs.pos - 1, snvs.pos, snvs.pos + 1]), length)  # (3, R)
     matches = ids[1] == A_ID + snvs.ref  # the others (ref_is_n, ref_mismatch) are the engine's
     snvs, ids = _subset(snvs, matches), ids[:, matches]
-    if not snvs.members:
+    if not len(snvs.members):
         return
-    reason = _context_reasons(scorer, contig, snvs.pos, length)  # (R,) object: None, no_context, n_in_context
+    reasons = _context_reasons(scorer, contig, snvs.pos, length)  # (R,) object: None, no_context, n_in_context
     outcome = _Outcome(scorer, contig, snvs, length, ids)
-    infos = outcome.infos(keys)
-    for r, i in enumerate(snvs.members):
-        out[i] = outcome.record(r, reason[r], infos[r], keys)
+    outcome.fill(batch, snvs.members, reasons, keys)
 
 
 def _subset(snvs: _Snvs, keep: np.ndarray) -> _Snvs:
     alleles = np.repeat(keep, snvs.counts)
-    members = [m for m, k in zip(snvs.members, keep.tolist()) if k]
-    return _Snvs(members, snvs.pos[keep], snvs.ref[keep], snvs.alt[alleles], snvs.counts[keep])
+    return _Snvs(snvs.members[keep], snvs.pos[keep], snvs.ref[keep], snvs.alt[alleles], snvs.counts[keep])
 
 
 def bases_at(reference: Reference, contig: str, positions: np.ndarray, length: int) -> np.ndarray:
@@ -127,29 +166,28 @@ def bases_at(reference: Reference, contig: str, positions: np.ndarray, length: i
     return np.where(inside, joined[index] if len(joined) else -1, -1).reshape(positions.shape)
 
 
-def _context_reasons(scorer, contig: str, pos: np.ndarray, length: int) -> list[str | None]:
-    """The engine's context rule, once per llr block: no_context, n_in_context or None per position."""
+def _context_reasons(scorer, contig: str, pos: np.ndarray, length: int) -> np.ndarray:
+    """The engine's context rule, once per llr block: no_context, n_in_context or None per position
+    ((R,) object array). The N rule is checked block by block only where a tile of the context holds an N."""
     tiling = scorer.tiling
     blocks, inverse = np.unique(pos // tiling.stride, return_inverse=True)
-    reasons = []
-    for block in blocks.tolist():
-        left, right = tiling.context_span(block * tiling.stride, length)
-        if right - left <= 1:
-            reasons.append(NO_CONTEXT)
-        elif scorer.planner.n_heavy(contig, left, right, 1):
-            reasons.append(N_IN_CONTEXT)
-        else:
-            reasons.append(None)
-    return [reasons[b] for b in inverse.tolist()]
+    start = blocks * tiling.stride  # (B,) each as tiling.context_span
+    left, right = np.maximum(0, start - tiling.context), np.minimum(length, start + tiling.stride + tiling.context)
+    reasons = np.where(right - left <= 1, NO_CONTEXT, None)  # (B,) object
+    some = np.flatnonzero(right - left > 1)
+    maybe = some[scorer.reference.spans_with_n(contig, left[some], right[some])]
+    for b, lo, hi in zip(maybe.tolist(), left[maybe].tolist(), right[maybe].tolist()):
+        if scorer.planner.n_heavy(contig, lo, hi, 1):
+            reasons[b] = N_IN_CONTEXT
+    return reasons[inverse]
 
 
 class _Outcome:
     """Looked-up values of a contig's SNVs (per ALT allele), and each record's outcome from them."""
 
     def __init__(self, scorer, contig: str, snvs: _Snvs, length: int, ids: np.ndarray):
-        self.counts = snvs.counts.tolist()
-        self.ends = np.cumsum(snvs.counts).tolist()
-        self.starts = (np.cumsum(snvs.counts) - snvs.counts).astype(np.int64)  # (R,) first ALT of each record
+        self.counts = snvs.counts
+        self.starts = np.cumsum(snvs.counts) - snvs.counts  # (R,) first ALT of each record
         pos, ref = np.repeat(snvs.pos, snvs.counts), np.repeat(snvs.ref, snvs.counts)  # (K,)
         forward, reverse = scorer.precomputed.strands(contig, pos, ref, snvs.alt, length - 1)
         mean = np.where(np.isnan(forward), reverse, np.where(np.isnan(reverse), forward, (forward + reverse) / 2))
@@ -157,51 +195,56 @@ class _Outcome:
         if scorer.calibration is not None:
             contexts = _contexts(ids, snvs.pos, length)  # (R,)
             self.scores.update(_ranks(scorer.calibration, mean, np.repeat(contexts, snvs.counts)))
-        self.present = {n: self._per_record(np.isfinite(v)) for n, v in self.scores.items()}  # (R,) each
-        self.uniform = self._uniform().tolist()
-        self.lists = {name: values.tolist() for name, values in self.scores.items()}
+        self.present = np.stack([self._per_record(np.isfinite(v)) for v in self.scores.values()])  # (names, R)
 
     def _per_record(self, flags: np.ndarray) -> np.ndarray:
         """(R,) bool: ``flags`` (K,) true for every ALT of the record."""
-        return np.logical_and.reduceat(flags, self.starts) if len(self.starts) else np.zeros(0, dtype=bool)
+        return np.logical_and.reduceat(flags, self.starts)
 
     def _uniform(self) -> np.ndarray:
         """(R,) bool: every score is NaN for all ALTs of the record or finite for all (else: engine)."""
-        uniform = np.ones(len(self.counts), dtype=bool)
-        for name, values in self.scores.items():
-            uniform &= self.present[name] | self._per_record(np.isnan(values))
-        return uniform
+        absent = np.stack([self._per_record(np.isnan(v)) for v in self.scores.values()])
+        return (self.present | absent).all(axis=0)
 
-    def infos(self, keys: dict[str, str]) -> list[str | None]:
-        """Per record, the INFO text of its values ('KEY=v,v;KEY=...', in the engine's key order, the
-        numbers as htslib writes them); None for a record without values."""
+    def fill(self, batch: LookedUpBatch, members: np.ndarray, reasons: np.ndarray, keys: dict[str, str]) -> None:
+        """Each record's outcome into ``batch``: a context reason, else the engine's (not uniform), else
+        not_in_precomputed (no llr), else its values."""
+        llr = list(self.scores).index("llr")
+        engine = (reasons == None) & ~self._uniform()  # noqa: E711 (elementwise on an object array)
+        reasons = np.where((reasons == None) & ~self.present[llr], NOT_IN_PRECOMPUTED, reasons)  # noqa: E711
+        reasons[engine] = None
+        skipped = np.flatnonzero(reasons != None)  # noqa: E711
+        scored = np.flatnonzero((reasons == None) & ~engine)  # noqa: E711
+        for r, i, reason in zip(skipped.tolist(), members[skipped].tolist(), reasons[skipped].tolist()):
+            batch.info[i], batch.skip[i], batch.alleles[i] = f"{keys['skip']}={reason}", reason, int(self.counts[r])
+        for i, info, count in zip(members[scored].tolist(), self._infos(scored, keys), self.counts[scored].tolist()):
+            batch.info[i], batch.alleles[i] = info, count
+        batch._outcomes.append((members, self))
+
+    def _infos(self, records: np.ndarray, keys: dict[str, str]) -> list[str]:
+        """The INFO text of ``records`` (indices, each with an llr): 'KEY=v,v;KEY=...' over the scores
+        present, in the engine's key order, the numbers as htslib writes them. One %-template per group
+        of records with the same ALT count and the same scores present (a handful of groups)."""
         names = list(self.scores)
-        present = np.stack([self.present[n] for n in names])  # (names, R)
-        columns = [self._column(keys[n], n) for n in names]
-        full = present.all(axis=0)
-        infos = [";".join(parts) if ok else None for parts, ok in zip(zip(*columns), full.tolist())]
-        for r in np.flatnonzero(~full & present[names.index("llr")]).tolist():
-            infos[r] = ";".join(columns[k][r] for k in range(len(names)) if present[k, r])
-        return infos
+        values = np.nan_to_num(np.concatenate(list(self.scores.values())))  # NaN: never written, any text
+        text = np.array(vcf.format_floats(values.tolist()), dtype=object).reshape(len(names), -1)  # (names, K)
+        present = (self.present[:, records] << np.arange(len(names))[:, None]).sum(axis=0)  # (G,) bit per score
+        groups = self.counts[records] << len(names) | present  # (G,) ALT count and scores present
+        out = np.empty(len(records), dtype=object)
+        for code in np.unique(groups).tolist():
+            chosen = groups == code
+            shown = [k for k in range(len(names)) if code >> k & 1]
+            count = code >> len(names)
+            template = ";".join(keys[names[k]].replace("%", "%%") + "=" + ",".join(["%s"] * count) for k in shown)
+            alleles = self.starts[records[chosen]] + np.arange(count)[:, None]  # (count, G): K index per ALT
+            columns = [text[k][a].tolist() for k in shown for a in alleles]  # in the template's order
+            out[chosen] = [template % row for row in zip(*columns)]
+        return out.tolist()
 
-    def _column(self, key: str, name: str) -> list[str]:
-        """'KEY=v,v' per record, the numbers formatted by htslib (meaningful where the score is present)."""
-        text = vcf.format_floats(np.nan_to_num(self.scores[name]).tolist())  # (K,)
-        prefix = key + "="
-        return [
-            prefix + (text[end - 1] if count == 1 else ",".join(text[end - count : end]))
-            for end, count in zip(self.ends, self.counts)
-        ]
-
-    def record(self, r: int, reason: str | None, info: str | None, keys: dict[str, str]) -> LookedUp | None:
-        count = self.counts[r]
-        if reason is None and not self.uniform[r]:
-            return None
-        if reason is None and info is None:  # no llr (uniform: for no ALT)
-            reason = NOT_IN_PRECOMPUTED
-        if reason is not None:
-            return LookedUp(reason, count, f"{keys['skip']}={reason}")
-        return LookedUp(None, count, info, self, self.ends[r])
+    def values(self, r: int) -> dict[str, tuple[float, ...]]:
+        """Record ``r``'s values by score name (those finite for its ALTs), one per ALT."""
+        rows = slice(int(self.starts[r]), int(self.starts[r] + self.counts[r]))
+        return {name: tuple(v[rows].tolist()) for name, v in self.scores.items() if np.isfinite(v[rows]).all()}
 
 
 def _contexts(ids: np.ndarray, pos: np.ndarray, length: int) -> np.ndarray:

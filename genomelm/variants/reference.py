@@ -43,6 +43,23 @@ class Reference:
         """Number of N (or IUPAC) bases in [start, end), 0-based half-open."""
         return int(sum(counts[hi] - counts[lo] for _, counts, lo, hi in self._pieces(contig, start, end)))
 
+    def spans_with_n(self, contig: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """(S,) bool: whether span [starts[i], ends[i]) (0-based half-open, non-empty, inside the contig)
+        touches a tile holding an N. False means the span has none; True: count them (``n_count``). One
+        read per tile the spans cover, where ``n_count`` per span would read each tile once per span."""
+        if not len(starts):
+            return np.zeros(0, dtype=bool)
+        first, last = starts // TILE, (ends - 1) // TILE  # (S,) tiles of each span's ends
+        low = int(first.min())
+        cover = np.zeros(int(last.max()) - low + 2, dtype=np.int64)  # +1 at a span's first tile, -1 after its last
+        np.add.at(cover, first - low, 1)
+        np.add.at(cover, last - low + 1, -1)
+        holds_n = np.zeros(len(cover), dtype=np.int64)
+        for tile in (np.flatnonzero(np.cumsum(cover) > 0) + low).tolist():
+            holds_n[tile - low] = self._tile(contig, tile)[1][-1] > 0  # the tile's N count
+        before = np.concatenate([[0], np.cumsum(holds_n)])  # tiles with N before each tile
+        return before[last - low + 1] > before[first - low]
+
     def _pieces(self, contig: str, start: int, end: int) -> Iterator[tuple[np.ndarray, np.ndarray, int, int]]:
         """(tile ids, tile N prefix counts, lo, hi) covering [start, end), tile-local lo/hi."""
         for tile_index in range(start // TILE, (end - 1) // TILE + 1 if end > start else start // TILE):

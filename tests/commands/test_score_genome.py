@@ -26,7 +26,7 @@ from genomelm.formats import tracks
 from genomelm.formats.checkpoint import save_model
 from genomelm.formats.lookup_store import alt_column, lookup_file
 from genomelm.variants.calibration import CONTEXTS, CalibrationTable
-from genomelm.variants.fast_lookup import lookup_records
+from genomelm.variants.fast_lookup import lookup_lines
 from tests.conftest import random_dna, tiny_model, torchrun, write_fasta
 
 runner = CliRunner()
@@ -617,11 +617,11 @@ def test_batch_lookup_path_writes_the_engines_bytes(data, tmp_path, monkeypatch,
     outputs, looked_up = {}, []
 
     def counted(*args):
-        found = lookup_records(*args)
-        looked_up.extend(out is not None for out in found)
+        found = lookup_lines(*args)
+        looked_up.extend(info is not None for info in found.info)
         return found
 
-    monkeypatch.setattr(sv, "lookup_records", counted)
+    monkeypatch.setattr(sv, "lookup_lines", counted)
     for fast in (False, True):
         monkeypatch.setattr(sv, "FAST_LOOKUP", fast)
         monkeypatch.setattr(sv, "LOOKUP_BATCH", 7)  # batches that end mid-contig
@@ -637,6 +637,139 @@ def test_batch_lookup_path_writes_the_engines_bytes(data, tmp_path, monkeypatch,
     assert any("DP=" in line and "GLM_LLR=" in line for line in lines)
     assert sum("GLM_LLR_PCT_CTX=" in line for line in lines) > 100 or not calibrated
     assert outputs[True][4] > 0  # old GLM_LLR values removed
+
+
+def _tricky_vcf(path: Path, genome: dict[str, str], samples: bool) -> Path:
+    """A VCF written as text, with what the batch lookup path must read from htslib's line or hand to the
+    engine: samples (INFO not the last column) or none, undeclared contigs (chrT, chrE: htslib adds them),
+    a contig the FASTA lacks, QUAL and FILTER, numbers htslib re-renders (AF=0.250), a flag, '%' and a
+    byte that is not UTF-8 in a value, a key holding the prefix (XGLM_), old values of the prefix,
+    multi-allelic records with symbolic, spanning-deletion, duplicate and lower-case ALTs, four ALTs, no
+    ALT, indels, an MNV, REF N or lower case or not the FASTA's, positions past a contig end, contig ends
+    and an N run (no_context, n_in_context)."""
+    c1, c2 = genome["chr1"], genome["chr2"]
+
+    def alts(base: str, n: int = 1) -> str:
+        return ",".join([b for b in "ACGT" if b != base.upper()][:n])
+
+    header = [
+        "##fileformat=VCFv4.2",
+        "##contig=<ID=chr1,length=1500>",
+        "##contig=<ID=chr2,length=300>",
+        "##contig=<ID=chrZ,length=100>",
+        '##FILTER=<ID=q10,Description="low quality">',
+        '##INFO=<ID=DP,Number=1,Type=Integer,Description="depth">',
+        '##INFO=<ID=AF,Number=A,Type=Float,Description="frequency">',
+        '##INFO=<ID=DB,Number=0,Type=Flag,Description="known">',
+        '##INFO=<ID=NOTE,Number=1,Type=String,Description="free text">',
+        '##INFO=<ID=GLM_LLR,Number=A,Type=Float,Description="an earlier run">',
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="genotype">',
+        '##FORMAT=<ID=GQ,Number=1,Type=Float,Description="quality">',
+    ]
+    rows = []  # (chrom, 1-based pos, id, ref, alt, qual, filter, info)
+    for pos in [*range(1, 6), *range(590, 645, 3), *range(700, 760, 2), 1499, 1500]:
+        base = c1[pos - 1]
+        rows.append(("chr1", pos, ".", base, alts(base, 1 + pos % 3), ".", ".", "."))
+    for pos in range(2, 300, 7):
+        base = c2[pos - 1]
+        info = ["DP=12;AF=0.250", "DB", "NOTE=50%s_of%%d", "XGLM_=1", "GLM_LLR=1.5", "NOTE=caf\udce9"][pos % 6]
+        rows.append(("chr2", pos, f"rs{pos}", base, alts(base), "30.50", "q10" if pos % 4 else "PASS", info))
+    b = c2[20]
+    rows += [
+        ("chr2", 21, ".", b, f"{alts(b)},<DEL>", ".", ".", "."),
+        ("chr2", 21, ".", b, f"{alts(b)},*", ".", ".", "."),
+        ("chr2", 21, ".", b, f"{alts(b)},{alts(b)}", ".", ".", "."),
+        ("chr2", 21, ".", b.lower(), f"{alts(b)},{alts(b).lower()}", ".", ".", "."),
+        ("chr2", 21, ".", b, f"{alts(b, 3)},{alts(b)}", ".", ".", "AF=0.1,0.2,0.3,0.4"),
+        ("chr2", 21, ".", b, ".", ".", ".", "."),
+        ("chr2", 21, ".", b, b, ".", ".", "."),
+        ("chr2", 21, ".", b + c2[21], b, ".", ".", "END=22"),
+        ("chr2", 21, ".", b, b + "T", ".", ".", "."),
+        ("chr2", 21, ".", b + c2[21], alts(b) + alts(c2[21]), ".", ".", "."),
+        ("chr2", 21, ".", "N", "A", ".", ".", "."),
+        ("chr2", 21, ".", alts(b), b, ".", ".", "."),
+        ("chr2", 300, ".", c2[299], alts(c2[299]), ".", ".", "."),
+        ("chr2", 400, ".", "A", "C", ".", ".", "."),
+        ("chrZ", 5, ".", "A", "G", ".", ".", "DP=1"),
+        ("chrT", 1, ".", "A", "C", ".", ".", "."),
+        ("chrE", 1, ".", "C", "G,T", ".", ".", "."),
+        ("chrE", 2, ".", "G", "A", ".", ".", "."),
+    ]
+    columns = "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO" + ("\tFORMAT\tS1\tS2" if samples else "")
+    lines = ["\t".join(map(str, row)) + ("\tGT:GQ\t0/1:30.50\t./.:." if samples else "") for row in rows]
+    text = "\n".join([*header, columns, *lines]) + "\n"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    return path
+
+
+def _both_paths(data, vcf_path: Path, tmp_path: Path, monkeypatch, output: str, **changes) -> dict:
+    """Per path (False: the engine, True: the batch path), the run's lines (but the command line) and
+    summary, or the error it raised."""
+    results, taken = {}, []
+
+    def counted(*args):
+        found = lookup_lines(*args)
+        taken.extend(info is not None for info in found.info)
+        return found
+
+    monkeypatch.setattr(sv, "lookup_lines", counted)
+    for fast in (False, True):
+        monkeypatch.setattr(sv, "FAST_LOOKUP", fast)
+        monkeypatch.setattr(sv, "LOOKUP_BATCH", 5)  # batches that end mid-contig
+        out = tmp_path / ("fast" if fast else "engine") / output
+        out.parent.mkdir(parents=True, exist_ok=True)
+        store_dir = str(data["store"])
+        opts = sv.ScoreVariantsOptions(str(vcf_path), str(data["fasta"]), str(out), precomputed=store_dir, **changes)
+        try:
+            summary = sv.run(opts)
+        except InputError as exc:
+            results[fast] = str(exc)
+            continue
+        with pysam.BGZFile(str(out), "rb") if output.endswith(".gz") else open(out, "rb") as handle:
+            lines = [x for x in handle.read().split(b"\n") if not x.startswith(b"##genomelm_command=")]
+        counts = (summary.records, summary.scored, summary.alleles_scored, summary.skipped, summary.replaced)
+        results[fast] = (lines, counts, summary.alleles_unscored)
+    assert 0 < sum(taken) < len(taken)  # both paths at work
+    return results
+
+
+@pytest.mark.parametrize("samples", [True, False])
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_batch_lookup_path_on_tricky_records_writes_the_engines_bytes(data, tmp_path, monkeypatch, samples, calibrated):
+    vcf_path = _tricky_vcf(tmp_path / "tricky.vcf", _genome(), samples)
+    changes = dict(calibration=str(data["store"])) if calibrated else {}
+    results = _both_paths(data, vcf_path, tmp_path, monkeypatch, "out.vcf.gz", **changes)
+    assert results[True] == results[False]
+    lines, (records, scored, _, skipped, replaced), _ = results[True]
+    assert records == 117 and scored > 60 and replaced > 0
+    assert {"not_snv", "ref_mismatch", "contig_missing", "no_context", "n_in_context", "out_of_range"} <= set(skipped)
+    assert any(b"NOTE=caf\xe9;GLM_LLR_FWD=" in line for line in lines)  # the byte passed through
+    assert any(b"XGLM_=1;GLM_LLR_FWD=" in line for line in lines)
+
+
+def test_batch_lookup_path_fails_on_the_first_skipped_record_with_strict(data, tmp_path, monkeypatch):
+    vcf_path = _tricky_vcf(tmp_path / "tricky.vcf", _genome(), samples=False)
+    results = _both_paths(data, vcf_path, tmp_path / "a", monkeypatch, "out.vcf", strict=True)
+    assert results[True] == results[False] == "chr1:590: not scored (n_in_context); --strict makes this an error"
+    c1 = _genome()["chr1"]  # an indel the engine skips, just before: its error comes first, in the same batch
+    indel = f"chr1\t589\t.\t{c1[588:590]}\t{c1[588]}\t.\t.\t.\n"
+    text = vcf_path.read_text(errors="surrogateescape").replace("chr1\t590\t", indel + "chr1\t590\t", 1)
+    vcf_path.write_text(text, errors="surrogateescape")
+    results = _both_paths(data, vcf_path, tmp_path / "b", monkeypatch, "out.vcf", strict=True)
+    assert results[True] == results[False] == "chr1:589: not scored (not_snv); --strict makes this an error"
+    assert not list(tmp_path.rglob("out.vcf"))
+
+
+def test_batch_lookup_path_writes_an_index(data, tmp_path):
+    vcf_path = all_snvs_vcf(tmp_path / "all.vcf", _genome())
+    out = tmp_path / "o.vcf.gz"
+    opts = sv.ScoreVariantsOptions(
+        str(vcf_path), str(data["fasta"]), str(out), precomputed=str(data["store"]), index=True
+    )
+    summary = sv.run(opts)
+    assert summary.records > 1700 and (tmp_path / "o.vcf.gz.tbi").exists()
+    with pysam.VariantFile(str(out)) as handle:
+        assert [r.pos for r in handle.fetch("chr2", 99, 100)] == [100]
 
 
 def test_a_store_of_an_older_format_is_refused_with_a_hint(data, tmp_path):

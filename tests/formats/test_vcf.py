@@ -193,6 +193,23 @@ def test_writer_round_trip_with_added_info(plain, tmp_path, name, index_suffix):
             assert [r.pos for r in handle.fetch("1", 4, 10)] == [5, 7]
 
 
+@pytest.mark.parametrize("threads", [0, 2])
+def test_bgzip_output_is_bgzip_of_the_text_output(plain, tmp_path, threads):
+    """.vcf.gz bytes: bgzip's (tabix_compress) of the .vcf text, with or without compression threads,
+    over many blocks (records written one by one and as lines)."""
+    outputs = {}
+    for name in ("o.vcf", "o.vcf.gz"):
+        with vcf.VariantReader(str(plain)) as reader:
+            with vcf.VariantWriter(str(tmp_path / name), reader, compress_threads=threads) as writer:
+                records = list(reader)
+                for _ in range(3000):
+                    writer.write_lines([str(r) for r in records], 20)
+                writer.write(records[0])
+        outputs[name] = (tmp_path / name).read_bytes()
+    pysam.tabix_compress(str(tmp_path / "o.vcf"), str(tmp_path / "ref.gz"))
+    assert len(outputs["o.vcf"]) > 4 * (1 << 16) and outputs["o.vcf.gz"] == (tmp_path / "ref.gz").read_bytes()
+
+
 def test_writer_abort_leaves_nothing(plain, tmp_path):
     out = tmp_path / "o.vcf.gz"
     with pytest.raises(RuntimeError), vcf.VariantReader(str(plain)) as reader:

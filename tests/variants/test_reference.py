@@ -34,3 +34,22 @@ def test_open_fasta_needs_random_access(tmp_path):
         handle.write(">c\nACGT\n")
     with pytest.raises(InputError, match="bgzip"):
         open_fasta(str(path))
+
+
+def test_spans_with_n_is_false_exactly_for_spans_whose_tiles_hold_no_n(tmp_path, monkeypatch):
+    monkeypatch.setattr(reference_module, "TILE", 100)
+    sequence = list(random_dna(1050, seed=3))
+    sequence[210:220] = "N" * 10  # tile 2 holds N
+    sequence[405] = "R"  # IUPAC counts as N (tile 4)
+    sequence[1040] = "n"  # and soft-masked N (tile 10, the last, short)
+    with FastaSource(write_fasta(tmp_path / "n.fa", {"c": "".join(sequence)})) as fasta:
+        reference = Reference(fasta, cache_tiles=3)  # evictions too
+        rng = np.random.default_rng(0)
+        starts = rng.integers(0, len(sequence) - 1, 500)
+        ends = np.minimum(len(sequence), starts + rng.integers(1, 300, 500))
+        got = reference.spans_with_n("c", starts, ends)
+        touched = [set(range(s // 100, (e - 1) // 100 + 1)) for s, e in zip(starts.tolist(), ends.tolist())]
+        assert got.tolist() == [bool(t & {2, 4, 10}) for t in touched]
+        counts = np.array([reference.n_count("c", s, e) for s, e in zip(starts.tolist(), ends.tolist())])
+        assert (counts[~got] == 0).all() and (counts[got] > 0).any() and (~got).any()
+        assert reference.spans_with_n("c", starts[:0], ends[:0]).shape == (0,)
