@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -28,6 +29,11 @@ from genomelm.variants.windows import AlleleWindows, CentredWindow, allele_windo
 
 CHUNK_MAX_RECORDS = 65536  # records held at once (bounds memory whatever the VCF size)
 WINDOW_SITES_PER_SLICE = 256  # window methods build their sequences for this many sites at a time
+# Chunks whose passes are queued on the device while the host finishes (and the caller writes) an older
+# one. One was not enough on the H200 (issue 15): the host's work per chunk varies (new FASTA tiles,
+# records with many ALTs, the writer's flushes) and a slow chunk left the device idle; two absorb it.
+# The scores do not depend on it (the chunks and their batches are the same).
+CHUNKS_IN_FLIGHT = 2
 
 
 @dataclass
@@ -49,7 +55,8 @@ class VariantScorer:
 
     ``precomputed`` (a PrecomputedScores): llr values are looked up in a score-genome store, and
     ``model`` may be None (llr is then the only method). ``calibration`` (a CalibrationTable): the
-    'calibration' method ranks the llr values in it.
+    'calibration' method ranks the llr values in it. ``in_flight``: chunks queued on the device while
+    ``score_all`` finishes an older one (default CHUNKS_IN_FLIGHT; 0 = one chunk at a time).
     """
 
     def __init__(
@@ -61,6 +68,7 @@ class VariantScorer:
         source="",
         precomputed=None,
         calibration=None,
+        in_flight: int | None = None,
     ):
         self.model, self.reference, self.settings, self.device = model, reference, settings, device
         self.precomputed, self.calibration = precomputed, calibration
@@ -72,26 +80,26 @@ class VariantScorer:
         self.window: CentredWindow | None = None if model is None else centred_window(settings.window, model.l_max)
         self.planner = Planner(reference, settings.max_n_frac, settings.on_ref_mismatch, source)
         self.passes = 0  # sequences run through the model so far
-        self._stages = [Staging(device.type == "cuda") for _ in range(2)]  # reused host buffers (start_llr)
+        self.in_flight = CHUNKS_IN_FLIGHT if in_flight is None else in_flight
+        # Reused host buffers (start_llr): one per chunk in flight, plus one for the chunk being prepared.
+        self._stages = [Staging(device.type == "cuda") for _ in range(self.in_flight + 1)]
         self._chunks_started = 0
 
     def score_all(self, records: Iterable) -> Iterator[tuple[list, list[Site]]]:
-        """(chunk of records, their Sites) for every chunk of ``records``, in order. One chunk in
-        flight: chunk i's passes are queued on the device before chunk i-1 is finished and handed
-        back (the caller writes it while the device runs chunk i)."""
-        pending = None
+        """(chunk of records, their Sites) for every chunk of ``records``, in order. ``in_flight`` chunks
+        ahead: chunk i's passes are queued on the device before chunk i - in_flight is finished and
+        handed back (the caller writes it while the device runs the chunks after it)."""
+        pending: deque = deque()  # (chunk, finish) of the chunks started and not yet handed back
         for chunk in chunks(records, self.tiling.stride, self.settings.batch_size):
             try:
-                started = self.start(chunk)
-            except Exception:  # an error of chunk i is raised after chunk i-1 is handed back, as unpipelined
-                if pending is not None:
-                    yield pending[0], pending[1]()
+                pending.append((chunk, self.start(chunk)))
+            except Exception:  # an error of chunk i is raised after the chunks before it, as unpipelined
+                yield from _finish_all(pending)
                 raise
-            if pending is not None:
-                yield pending[0], pending[1]()
-            pending = chunk, started
-        if pending is not None:
-            yield pending[0], pending[1]()
+            if len(pending) > self.in_flight:
+                chunk, finish = pending.popleft()
+                yield chunk, finish()
+        yield from _finish_all(pending)
 
     def score(self, records: list) -> list[Site]:
         return self.start(records)()
@@ -161,8 +169,9 @@ class VariantScorer:
             results = self.precomputed.llr(self.reference, queries)
             return lambda: (results, 0)
         s = self.settings
-        self._chunks_started += 1  # alternate two staging slots: one chunk in flight, one being prepared
-        stage = self._stages[self._chunks_started % 2]
+        # Round robin: the slot of chunk i was last used by chunk i - in_flight - 1, waited for by now.
+        self._chunks_started += 1
+        stage = self._stages[self._chunks_started % len(self._stages)]
         return start_llr_shared(
             self.model, self.reference, queries, self.tiling, self.device, s.precision, s.batch_size, stage
         )
@@ -212,6 +221,13 @@ class VariantScorer:
             else:
                 out.append((a, windows))
         return out
+
+
+def _finish_all(pending: deque) -> Iterator[tuple[list, list[Site]]]:
+    """Finish and hand back every started chunk, oldest first."""
+    while pending:
+        chunk, finish = pending.popleft()
+        yield chunk, finish()
 
 
 def chunks(records: Iterable, stride: int, min_blocks: int) -> Iterator[list]:

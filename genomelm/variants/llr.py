@@ -131,8 +131,7 @@ def start_passes(
     counts = [len(passes[j].positions) for batch in batches for j in batch]
 
     def finish() -> list[np.ndarray]:
-        if event is not None:
-            event.synchronize()
+        wait_for_device(event)
         rows = np.split(host.numpy().copy(), np.cumsum(counts)[:-1])  # a copy: the buffer is reused
         out: list[np.ndarray | None] = [None] * len(passes)
         for j, row in zip((j for batch in batches for j in batch), rows):
@@ -140,6 +139,13 @@ def start_passes(
         return out
 
     return finish
+
+
+def wait_for_device(event) -> None:
+    """Block until the device work before ``event`` is done (None: nothing to wait for, e.g. the CPU).
+    A function of its own so that benchmarks/profile_variants.py can time the waits."""
+    if event is not None:
+        event.synchronize()
 
 
 def _queue_batch(model, batch: list[Pass], k: int, device, precision: str, stage: Staging) -> torch.Tensor:
