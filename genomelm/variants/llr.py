@@ -116,25 +116,24 @@ def start_passes(
     """Queue every batch of ``passes`` on the device without waiting for it; the returned function
     waits and gives ``run_passes``'s result. Longest passes are batched together (right padding is
     invisible to a causal model); the head runs in fp32 on the picked rows only. Host inputs go
-    through ``stage`` (reused, pinned on a GPU: no copy here waits for the device) and the picked
+    through ``stage`` (reused, pinned on a GPU) in one copy before any model work, and the picked
     logits of all batches come back in one asynchronous copy, so the host can prepare the next
     chunk while the device runs this one."""
     stage = stage or Staging(torch.device(device).type == "cuda")
     order = sorted(range(len(passes)), key=lambda j: -len(passes[j].ids))
-    batches = list(batched(order, batch_size))
-    picked = [
-        _queue_batch(model, [passes[j] for j in batch], k, device, precision, stage) for k, batch in enumerate(batches)
-    ]
+    batches = [[passes[j] for j in batch] for batch in batched(order, batch_size)]
+    inputs = _copy_inputs(batches, device, stage)
+    picked = [_queue_batch(model, batch, k, device, precision, inputs[k]) for k, batch in enumerate(batches)]
     if not picked:
         return lambda: []
     host, event = stage.to_host(torch.cat(picked))  # (K, V)
-    counts = [len(passes[j].positions) for batch in batches for j in batch]
+    counts = [len(one.positions) for batch in batches for one in batch]  # in ``order``: batches are its slices
 
     def finish() -> list[np.ndarray]:
         wait_for_device(event)
         rows = np.split(host.numpy().copy(), np.cumsum(counts)[:-1])  # a copy: the buffer is reused
         out: list[np.ndarray | None] = [None] * len(passes)
-        for j, row in zip((j for batch in batches for j in batch), rows):
+        for j, row in zip(order, rows):
             out[j] = row
         return out
 
@@ -148,20 +147,38 @@ def wait_for_device(event) -> None:
         event.synchronize()
 
 
-def _queue_batch(model, batch: list[Pass], k: int, device, precision: str, stage: Staging) -> torch.Tensor:
-    """Queue one batch's forward pass; (K, V) float32 logits at its passes' positions, on the device."""
-    tokens = stage.empty(("tokens", k), (len(batch), max(len(p.ids) for p in batch)), torch.uint8)  # (B, L)
+def _copy_inputs(batches: list[list[Pass]], device, stage: Staging) -> list[tuple[torch.Tensor, ...]]:
+    """Every batch's right-padded token ids and picked (row, position) pairs, staged in one host buffer
+    each and copied to the device together, before the chunk's first forward pass is queued: per batch,
+    device views (tokens (B, L) uint8, rows (K,), cols (K,)). Two copies per chunk rather than three per
+    batch, none of them queued behind a forward pass (issue 15: the host must not wait for the device
+    while it could prepare the next chunk)."""
+    if not batches:
+        return []
+    shapes = [(len(batch), max(len(one.ids) for one in batch)) for batch in batches]  # (B, L) per batch
+    sizes = [n * length for n, length in shapes]
+    tokens = stage.empty(("tokens",), (sum(sizes),), torch.uint8)  # (sum B*L,)
     tokens.fill_(PAD_ID)
-    array = tokens.numpy()
-    for b, one in enumerate(batch):
-        array[b, : len(one.ids)] = one.ids
-    rows = stage.put(("rows", k), np.repeat(np.arange(len(batch)), [len(p.positions) for p in batch]))  # (K,)
-    cols = stage.put(("cols", k), np.concatenate([np.asarray(p.positions, dtype=np.int64) for p in batch]))
-    tokens = tokens.to(device, non_blocking=True).long()
+    for batch, view in zip(batches, np.split(tokens.numpy(), np.cumsum(sizes)[:-1])):
+        array = view.reshape(len(batch), -1)  # (B, L), a view of the staging buffer
+        for b, one in enumerate(batch):
+            array[b, : len(one.ids)] = one.ids
+    rows = [np.repeat(np.arange(len(batch)), [len(one.positions) for one in batch]) for batch in batches]
+    cols = [np.asarray(one.positions, dtype=np.int64) for batch in batches for one in batch]
+    picks = stage.put(("picks",), np.stack([np.concatenate(rows), np.concatenate(cols)]))  # (2, K)
+    tokens, picks = tokens.to(device, non_blocking=True), picks.to(device, non_blocking=True)
+    counts = [len(r) for r in rows]
+    token_views = [t.view(shape) for t, shape in zip(torch.split(tokens, sizes), shapes)]
+    return [(t, *p) for t, p in zip(token_views, torch.split(picks, counts, dim=1))]
+
+
+def _queue_batch(model, batch: list[Pass], k: int, device, precision: str, inputs) -> torch.Tensor:
+    """Queue batch ``k`` of a chunk (``batch``: its passes) from its device ``inputs`` (``_copy_inputs``);
+    (K, V) float32 logits at its passes' positions, on the device."""
+    tokens, rows, cols = inputs  # (B, L) uint8, (K,), (K,)
     with autocast(device, precision):
-        hidden = model.hidden_states(tokens)  # (B, L, D)
-    gathered = hidden[rows.to(device, non_blocking=True), cols.to(device, non_blocking=True)]  # (K, D)
-    return model.lm_head(gathered.float())  # (K, V)
+        hidden = model.hidden_states(tokens.long())  # (B, L, D)
+    return model.lm_head(hidden[rows, cols].float())  # (K, V)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
