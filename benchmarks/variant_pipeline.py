@@ -11,7 +11,10 @@ variant_throughput.py), this script
    the model) and checks that every output has the same bytes (md5),
 4. profiles one more run at --profile-in-flight: host stages (profile_variants.STAGES, plus the waits
    for the device and the model load) and, on a GPU, the device's idle time between batches (CUDA
-   events around every batch: gaps before the first batch of a chunk and inside chunks, the largest).
+   events around every batch: gaps before the first batch of a chunk and inside chunks, the largest),
+5. with --trace-mb M: runs the command on the SNVs of the first M Mb of the first contig under
+   torch.profiler and prints the host calls that took the most time (a CUDA call that waits for the
+   device shows there: cudaStreamSynchronize, a copy from pageable memory, ...).
 
     python benchmarks/variant_pipeline.py --model default --fasta /tmp/chrX.fa --precision bf16 \
         --in-flight 1 --in-flight 2 --in-flight 3 --profile-in-flight 2
@@ -130,6 +133,17 @@ def profiled(run, cuda: bool) -> float:
     return wall
 
 
+def trace(once, cuda: bool) -> None:
+    """once() under torch.profiler: the host calls (ops and CUDA runtime calls) by total host time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        seconds, _ = once(str(engine.CHUNKS_IN_FLIGHT))
+    print(f"# torch.profiler over {seconds:.2f} s (in flight {engine.CHUNKS_IN_FLIGHT}), by host time:")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=40))
+
+
 def print_stages(wall: float, passes: int) -> None:
     print(f"# profiled run: wall {wall:.2f} s (score_variants.run's own seconds), {passes} passes")
     print("| stage | seconds | calls | ms per pass | share of wall |")
@@ -152,6 +166,7 @@ def main() -> None:
     parser.add_argument("--in-flight", action="append", help="N or N:freeze, chunks in flight to time (repeatable)")
     parser.add_argument("--profile-in-flight", default=None, help="profile one run with this setting")
     parser.add_argument("--repeats", type=int, default=1, help="model-only repeats")
+    parser.add_argument("--trace-mb", type=float, default=None, help="torch.profiler over the first M Mb")
     args = parser.parse_args()
     args.device = "cuda" if torch.cuda.is_available() else "cpu"
     cuda = args.device == "cuda"
@@ -179,6 +194,11 @@ def main() -> None:
         if args.profile_in_flight is not None:
             wall = profiled(lambda: once(args.profile_in_flight)[0], cuda)
             print_stages(wall, passes)
+        if args.trace_mb is not None:
+            contig = next(iter(lengths))
+            head = [q for q in queries if q.contig == contig and q.pos < args.trace_mb * 1e6]
+            small = write_vcf(tmp / "head.vcf", head, lengths)
+            trace(functools.partial(run_command, args, model_dir, fasta, small, tmp / "head.vcf.gz"), cuda)
 
 
 def print_header(args, n_variants: int, genome_bp: int) -> None:
