@@ -166,6 +166,7 @@ def main() -> None:
     parser.add_argument("--in-flight", action="append", help="N or N:freeze, chunks in flight to time (repeatable)")
     parser.add_argument("--profile-in-flight", default=None, help="profile one run with this setting")
     parser.add_argument("--repeats", type=int, default=1, help="model-only repeats")
+    parser.add_argument("--no-model-only", action="store_true", help="skip model-only (ratios then read n/a)")
     parser.add_argument("--trace-mb", type=float, default=None, help="torch.profiler over the first M Mb")
     args = parser.parse_args()
     args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -186,9 +187,11 @@ def main() -> None:
         once = functools.partial(run_command, args, model_dir, fasta, vcf_path, out)
         print_header(args, len(queries), sum(lengths.values()))
         shapes = record_shapes(lambda: once(engine.CHUNKS_IN_FLIGHT))
-        model_only = model_only_seconds(model.to(args.device), shapes, torch.device(args.device), args.precision,
-                                        args.repeats)  # fmt: skip
         passes = sum(b for b, _, _ in shapes)
+        model_only = float("nan")
+        if not args.no_model_only:
+            model_only = model_only_seconds(model.to(args.device), shapes, torch.device(args.device), args.precision,
+                                            args.repeats)  # fmt: skip
         print(f"# model only: {model_only:.2f} s over {passes} passes in {len(shapes)} batches")
         compare(once, args.in_flight or [str(engine.CHUNKS_IN_FLIGHT)], model_only)
         if args.profile_in_flight is not None:
