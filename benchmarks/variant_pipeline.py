@@ -8,7 +8,8 @@ variant_throughput.py), this script
 3. times the command (`score_variants.run`, VCF in and out) for each --in-flight value
    (engine.CHUNKS_IN_FLIGHT: chunks queued on the device while the host finishes an older one; "2:freeze"
    = 2 with gc.freeze() before the run, so that no full garbage collection walks the objects of torch and
-   the model) and checks that every output has the same bytes (md5),
+   the model) and checks that every output has the same bytes (md5 of the whole file) and prints the md5 of
+   its records alone (the ## lines name the temporary paths), which runs of other code can be compared with,
 4. profiles one more run at --profile-in-flight: host stages (profile_variants.STAGES, plus the waits
    for the device and the model load) and, on a GPU, the device's idle time between batches (CUDA
    events around every batch: gaps before the first batch of a chunk and inside chunks, the largest),
@@ -27,6 +28,7 @@ import argparse
 import datetime
 import functools
 import gc
+import gzip
 import hashlib
 import tempfile
 from pathlib import Path
@@ -49,7 +51,8 @@ EXTRA_STAGES = {
 
 
 def run_command(args, model_dir, fasta, vcf_path, out: Path, setting: str) -> tuple[float, str]:
-    """(seconds of score_variants.run, md5 of its output) with ``setting`` ("N" or "N:freeze")."""
+    """(seconds of score_variants.run, md5 of its output file, md5 of its records) with ``setting`` ("N" or
+    "N:freeze")."""
     in_flight, _, freeze = str(setting).partition(":")
     engine.CHUNKS_IN_FLIGHT = int(in_flight)
     opts = command.ScoreVariantsOptions(
@@ -63,7 +66,9 @@ def run_command(args, model_dir, fasta, vcf_path, out: Path, setting: str) -> tu
         seconds = command.run(opts).seconds
     finally:
         gc.unfreeze()
-    return seconds, hashlib.md5(out.read_bytes()).hexdigest()
+    data = out.read_bytes()
+    records = b"".join(line for line in gzip.decompress(data).splitlines(True) if not line.startswith(b"##"))
+    return seconds, hashlib.md5(data).hexdigest(), hashlib.md5(records).hexdigest()
 
 
 def record_shapes(run):
@@ -138,9 +143,10 @@ def trace(once, cuda: bool) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    in_flight = getattr(engine, "CHUNKS_IN_FLIGHT", 1)
     with profile(activities=activities) as prof:
-        seconds, _ = once(str(engine.CHUNKS_IN_FLIGHT))
-    print(f"# torch.profiler over {seconds:.2f} s (in flight {engine.CHUNKS_IN_FLIGHT}), by host time:")
+        seconds, *_ = once(str(in_flight))
+    print(f"# torch.profiler over {seconds:.2f} s (in flight {in_flight}), by host time:")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=40))
 
 
@@ -186,14 +192,14 @@ def main() -> None:
         out = tmp / "out.vcf.gz"
         once = functools.partial(run_command, args, model_dir, fasta, vcf_path, out)
         print_header(args, len(queries), sum(lengths.values()))
-        shapes = record_shapes(lambda: once(engine.CHUNKS_IN_FLIGHT))
+        shapes = record_shapes(lambda: once(getattr(engine, "CHUNKS_IN_FLIGHT", 1)))  # 1: code before it
         passes = sum(b for b, _, _ in shapes)
         model_only = float("nan")
         if not args.no_model_only:
             model_only = model_only_seconds(model.to(args.device), shapes, torch.device(args.device), args.precision,
                                             args.repeats)  # fmt: skip
         print(f"# model only: {model_only:.2f} s over {passes} passes in {len(shapes)} batches")
-        compare(once, args.in_flight or [str(engine.CHUNKS_IN_FLIGHT)], model_only)
+        compare(once, args.in_flight or [str(getattr(engine, "CHUNKS_IN_FLIGHT", 1))], model_only)
         if args.profile_in_flight is not None:
             wall = profiled(lambda: once(args.profile_in_flight)[0], cuda)
             print_stages(wall, passes)
@@ -215,15 +221,15 @@ def print_header(args, n_variants: int, genome_bp: int) -> None:
 
 
 def compare(once, settings: list[str], model_only: float) -> None:
-    """The command once per setting: seconds, ratio to model-only, md5 of the output."""
-    print("| chunks in flight | end to end (s) | model only (s) | end to end / model-only throughput | md5 |")
-    print("|---|---|---|---|---|")
+    """The command once per setting: seconds, ratio to model-only, md5 of the output (file; records)."""
+    print("| chunks in flight | end to end (s) | model only (s) | end to end / model-only | md5 file | md5 records |")
+    print("|---|---|---|---|---|---|")
     digests = set()
     for setting in settings:
-        seconds, digest = once(setting)
+        seconds, digest, records = once(setting)
         digests.add(digest)
-        print(f"| {setting} | {seconds:.2f} | {model_only:.2f} | {model_only / seconds:.1%} | {digest[:12]} |",
-              flush=True)  # fmt: skip
+        print(f"| {setting} | {seconds:.2f} | {model_only:.2f} | {model_only / seconds:.1%} | {digest[:12]} | "
+              f"{records[:12]} |", flush=True)  # fmt: skip
     print(f"# outputs byte-identical across settings: {len(digests) == 1}")
 
 

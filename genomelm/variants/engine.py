@@ -30,9 +30,10 @@ from genomelm.variants.windows import AlleleWindows, CentredWindow, allele_windo
 CHUNK_MAX_RECORDS = 65536  # records held at once (bounds memory whatever the VCF size)
 WINDOW_SITES_PER_SLICE = 256  # window methods build their sequences for this many sites at a time
 # Chunks whose passes are queued on the device while the host finishes (and the caller writes) an older
-# one. The scores do not depend on it (the chunks and their batches are the same), only how much of the
-# host's work per chunk can run while the device is busy. H200, chrX 70 Mb, bf16 (variant_pipeline.py,
-# 2026-12-02, one run each): 1 -> 23.5 s end to end, 2 -> 19.4 s, 3 -> 19.4 s.
+# one; 2 leaves the device work of two chunks to cover a chunk whose host work runs long (new FASTA tiles,
+# the writer's flushes). The scores do not depend on it (the chunks and their batches are the same).
+# H200, chrX 70 Mb, bf16, one run each (benchmarks/variant_pipeline.py, 2026-12-02): 1 -> 23.5 s, 2 -> 19.4 s,
+# 3 -> 19.4 s end to end, but runs of one setting vary by as much (19.1-23.5 s): no clear gain over 1.
 CHUNKS_IN_FLIGHT = 2
 
 
