@@ -158,8 +158,9 @@ def _copy_inputs(batches: list[list[Pass]], device, stage: Staging) -> list[tupl
     shapes = [(len(batch), max(len(one.ids) for one in batch)) for batch in batches]  # (B, L) per batch
     sizes = [n * length for n, length in shapes]
     tokens = stage.empty(("tokens",), (sum(sizes),), torch.uint8)  # (sum B*L,)
-    tokens.fill_(PAD_ID)
-    for batch, view in zip(batches, np.split(tokens.numpy(), np.cumsum(sizes)[:-1])):
+    flat = tokens.numpy()
+    flat.fill(PAD_ID)  # numpy's fill: torch's fill_ of a host buffer wakes its thread pool (ms on a busy host)
+    for batch, view in zip(batches, np.split(flat, np.cumsum(sizes)[:-1])):
         array = view.reshape(len(batch), -1)  # (B, L), a view of the staging buffer
         for b, one in enumerate(batch):
             array[b, : len(one.ids)] = one.ids
