@@ -5,13 +5,15 @@ what remains is the host work that the device would wait for if it were on the c
 
 - read + plan records: VCF parsing, REF checks, N counts (Planner.plan)
 - tiles + tokens: FASTA tiles, token ids, reverse complement of each pass (llr._plan_block)
-- pad + queue: padding into the (pinned) staging buffers and the launches of a batch (llr._queue_batch)
-- log-softmax + ALT gathers: per-block log-probabilities and per-SNV llr (llr._fill, llr._query_result)
+- pad + copy inputs: a chunk's padded token ids into the (pinned) staging buffer, one copy (llr._copy_inputs)
+- queue: the launches of a batch's forward pass and head (llr._queue_batch)
+- log-softmax + ALT gathers: per-block log-probabilities (llr._fill); llr of the SNVs: the ALT - REF
+  differences of a block's SNVs (llr._block_results)
 - set scores: values into the Sites (VariantScorer._set_llr)
 - INFO + write: INFO fields and the VCF writer (vcf.set_info, VariantWriter.write)
 
-With one chunk in flight (engine.VariantScorer.score_all), all of it but "pad + queue" overlaps the
-device's passes of the next chunk; the table says how much device time per pass it can hide.
+With chunks in flight (engine.CHUNKS_IN_FLIGHT), all of it but "pad + copy inputs" and "queue" can overlap
+the device's passes of the chunks queued before; the table says how much device time per pass it can hide.
 
     python benchmarks/profile_variants.py --stub --genome-bp 5000000            # host cost, any machine
     python benchmarks/profile_variants.py --model default --precision bf16       # on a GPU: real passes
@@ -36,9 +38,10 @@ from genomelm.variants import engine, llr, planner
 STAGES = {
     "read + plan records": (planner.Planner, "plan"),
     "tiles + tokens": (llr, "_plan_block"),
-    "pad + queue": (llr, "_queue_batch"),
+    "pad + copy inputs": (llr, "_copy_inputs"),
+    "queue": (llr, "_queue_batch"),
     "log-softmax + ALT gathers": (llr, "_fill"),
-    "per-SNV llr": (llr, "_query_result"),
+    "llr of the SNVs": (llr, "_block_results"),
     "set scores": (engine.VariantScorer, "_set_llr"),
     "INFO fields": (vcf, "set_info"),
     "VCF write": (vcf.VariantWriter, "write"),

@@ -25,7 +25,7 @@ median of --repeats runs.
 
 Measured (CPU, 2 cores, 2026-12-02, torch 2.13.0+cpu; --preset tiny-1k --genome-bp 1000000 --precision fp32):
 command 16.42 s vs model only 14.92 s over the same 1,560 passes: end to end at 91% of model-only (on the
-CPU nothing overlaps; on a GPU the host work of one chunk runs while the device runs the next).
+CPU nothing overlaps; on a GPU the host work of a chunk runs while the device runs the chunks in flight).
 
 Measured (NVIDIA H200, 2026-11-22, torch 2.11.0+cu130, triton 3.6.0, fused conv backend; table in README):
 default tiling 16384:16384, shared vs naive 19.2x in fp32 (1,079 vs 56 variants/s), 43x in bf16;

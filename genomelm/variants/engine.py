@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from genomelm.formats import vcf
@@ -28,6 +29,12 @@ from genomelm.variants.windows import AlleleWindows, CentredWindow, allele_windo
 
 CHUNK_MAX_RECORDS = 65536  # records held at once (bounds memory whatever the VCF size)
 WINDOW_SITES_PER_SLICE = 256  # window methods build their sequences for this many sites at a time
+# Chunks whose passes are queued on the device while the host finishes (and the caller writes) an older
+# one; 2 leaves the device work of two chunks to cover a chunk whose host work runs long (new FASTA tiles,
+# the writer's flushes). The scores do not depend on it (the chunks and their batches are the same).
+# H200, chrX 70 Mb, bf16, one run each (benchmarks/variant_pipeline.py, 2026-12-02): 1 -> 23.5 s, 2 -> 19.4 s,
+# 3 -> 19.4 s end to end, but runs of one setting vary by as much (19.1-23.5 s): no clear gain over 1.
+CHUNKS_IN_FLIGHT = 2
 
 
 @dataclass
@@ -49,7 +56,8 @@ class VariantScorer:
 
     ``precomputed`` (a PrecomputedScores): llr values are looked up in a score-genome store, and
     ``model`` may be None (llr is then the only method). ``calibration`` (a CalibrationTable): the
-    'calibration' method ranks the llr values in it.
+    'calibration' method ranks the llr values in it. ``in_flight``: chunks queued on the device while
+    ``score_all`` finishes an older one (default CHUNKS_IN_FLIGHT; 0 = one chunk at a time).
     """
 
     def __init__(
@@ -61,6 +69,7 @@ class VariantScorer:
         source="",
         precomputed=None,
         calibration=None,
+        in_flight: int | None = None,
     ):
         self.model, self.reference, self.settings, self.device = model, reference, settings, device
         self.precomputed, self.calibration = precomputed, calibration
@@ -72,26 +81,27 @@ class VariantScorer:
         self.window: CentredWindow | None = None if model is None else centred_window(settings.window, model.l_max)
         self.planner = Planner(reference, settings.max_n_frac, settings.on_ref_mismatch, source)
         self.passes = 0  # sequences run through the model so far
-        self._stages = [Staging(device.type == "cuda") for _ in range(2)]  # reused host buffers (start_llr)
+        self.in_flight = CHUNKS_IN_FLIGHT if in_flight is None else in_flight
+        # Reused host buffers (start_llr): one per chunk in flight, plus one for the chunk being prepared.
+        self._stages = [Staging(device.type == "cuda") for _ in range(self.in_flight + 1)]
         self._chunks_started = 0
+        self._context_memo: tuple = (None, None)  # ((contig, block), reason) of the last llr context checked
 
     def score_all(self, records: Iterable) -> Iterator[tuple[list, list[Site]]]:
-        """(chunk of records, their Sites) for every chunk of ``records``, in order. One chunk in
-        flight: chunk i's passes are queued on the device before chunk i-1 is finished and handed
-        back (the caller writes it while the device runs chunk i)."""
-        pending = None
+        """(chunk of records, their Sites) for every chunk of ``records``, in order. ``in_flight`` chunks
+        ahead: chunk i's passes are queued on the device before chunk i - in_flight is finished and
+        handed back (the caller writes it while the device runs the chunks after it)."""
+        pending: deque = deque()  # (chunk, finish) of the chunks started and not yet handed back
         for chunk in chunks(records, self.tiling.stride, self.settings.batch_size):
             try:
-                started = self.start(chunk)
-            except Exception:  # an error of chunk i is raised after chunk i-1 is handed back, as unpipelined
-                if pending is not None:
-                    yield pending[0], pending[1]()
+                pending.append((chunk, self.start(chunk)))
+            except Exception:  # an error of chunk i is raised after the chunks before it, as unpipelined
+                yield from _finish_all(pending)
                 raise
-            if pending is not None:
-                yield pending[0], pending[1]()
-            pending = chunk, started
-        if pending is not None:
-            yield pending[0], pending[1]()
+            if len(pending) > self.in_flight:
+                chunk, finish = pending.popleft()
+                yield chunk, finish()
+        yield from _finish_all(pending)
 
     def score(self, records: list) -> list[Site]:
         return self.start(records)()
@@ -144,15 +154,17 @@ class VariantScorer:
     def _set_llr(self, owners: list, results: list, passes: int) -> None:
         self.passes += passes
         for (site, snvs), result in zip(owners, results):
-            for a, fwd, rev, mean, bad in zip(snvs, result.forward, result.reverse, result.mean, result.non_finite):
+            # Python floats (tolist) rather than numpy scalars: the same values, a third of the host time.
+            columns = (result.forward.tolist(), result.reverse.tolist(), result.mean.tolist())
+            for a, fwd, rev, mean, bad in zip(snvs, *columns, result.non_finite.tolist()):
                 if bad:  # never a score from a strand whose values are NaN/inf
                     site.fail(a, NON_FINITE)
                     continue
-                if np.isnan(mean):  # context checked above: only a store without this position
+                if math.isnan(mean):  # context checked above: only a store without this position
                     site.fail(a, NOT_IN_PRECOMPUTED)
                     continue
                 for name, value in (("llr_fwd", fwd), ("llr_rev", rev), ("llr", mean)):
-                    if not np.isnan(value):  # NaN: that strand has no context
+                    if not math.isnan(value):  # NaN: that strand has no context
                         site.set(name, a, value)
 
     def _start_llr_results(self, queries: list[SnvQuery]) -> Callable[[], tuple[list, int]]:
@@ -161,23 +173,32 @@ class VariantScorer:
             results = self.precomputed.llr(self.reference, queries)
             return lambda: (results, 0)
         s = self.settings
-        self._chunks_started += 1  # alternate two staging slots: one chunk in flight, one being prepared
-        stage = self._stages[self._chunks_started % 2]
+        # Round robin: the slot of chunk i was last used by chunk i - in_flight - 1, waited for by now.
+        self._chunks_started += 1
+        stage = self._stages[self._chunks_started % len(self._stages)]
         return start_llr_shared(
             self.model, self.reference, queries, self.tiling, self.device, s.precision, s.batch_size, stage
         )
 
     def _llr_context_ok(self, site: Site, alleles: list[int]) -> bool:
-        left, right = self.tiling.context_span(site.start, self.reference.length(site.contig))
-        reason = None
-        if right - left <= 1:
-            reason = NO_CONTEXT
-        elif self.planner.n_heavy(site.contig, left, right, 1):
-            reason = N_IN_CONTEXT
+        reason = self._llr_context_reason(site.contig, self.tiling.block(site.start))
         for a in alleles:
             if reason:
                 site.fail(a, reason)
         return reason is None
+
+    def _llr_context_reason(self, contig: str, block: int) -> str | None:
+        """no_context / n_in_context / None for the llr context of ``block``: the same for every site of
+        the block, so worked out once per block (sorted input: consecutive sites share it)."""
+        if self._context_memo[0] != (contig, block):
+            left, right = self.tiling.context_span(block * self.tiling.stride, self.reference.length(contig))
+            reason = None
+            if right - left <= 1:
+                reason = NO_CONTEXT
+            elif self.planner.n_heavy(contig, left, right, 1):
+                reason = N_IN_CONTEXT
+            self._context_memo = ((contig, block), reason)
+        return self._context_memo[1]
 
     # -- window methods (delta-ll, embedding)
 
@@ -212,6 +233,13 @@ class VariantScorer:
             else:
                 out.append((a, windows))
         return out
+
+
+def _finish_all(pending: deque) -> Iterator[tuple[list, list[Site]]]:
+    """Finish and hand back every started chunk, oldest first."""
+    while pending:
+        chunk, finish = pending.popleft()
+        yield chunk, finish()
 
 
 def chunks(records: Iterable, stride: int, min_blocks: int) -> Iterator[list]:

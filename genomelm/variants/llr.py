@@ -100,7 +100,7 @@ def llr_tiling(context: int | None, stride: int | None, l_max: int) -> LlrTiling
 class Pass:
     """One sequence for the model and the indices whose next-token logits are wanted."""
 
-    ids: np.ndarray  # (L,) int64
+    ids: np.ndarray  # (L,) token ids, any integer dtype (uint8 from the reference tiles: not copied, not written)
     positions: list[int]  # indices into ids: the logits there predict the token after
 
 
@@ -116,46 +116,70 @@ def start_passes(
     """Queue every batch of ``passes`` on the device without waiting for it; the returned function
     waits and gives ``run_passes``'s result. Longest passes are batched together (right padding is
     invisible to a causal model); the head runs in fp32 on the picked rows only. Host inputs go
-    through ``stage`` (reused, pinned on a GPU: no copy here waits for the device) and the picked
+    through ``stage`` (reused, pinned on a GPU) in one copy before any model work, and the picked
     logits of all batches come back in one asynchronous copy, so the host can prepare the next
     chunk while the device runs this one."""
     stage = stage or Staging(torch.device(device).type == "cuda")
     order = sorted(range(len(passes)), key=lambda j: -len(passes[j].ids))
-    batches = list(batched(order, batch_size))
-    picked = [
-        _queue_batch(model, [passes[j] for j in batch], k, device, precision, stage) for k, batch in enumerate(batches)
-    ]
+    batches = [[passes[j] for j in batch] for batch in batched(order, batch_size)]
+    inputs = _copy_inputs(batches, device, stage)
+    picked = [_queue_batch(model, batch, k, device, precision, inputs[k]) for k, batch in enumerate(batches)]
     if not picked:
         return lambda: []
     host, event = stage.to_host(torch.cat(picked))  # (K, V)
-    counts = [len(passes[j].positions) for batch in batches for j in batch]
+    counts = [len(one.positions) for batch in batches for one in batch]  # in ``order``: batches are its slices
 
     def finish() -> list[np.ndarray]:
-        if event is not None:
-            event.synchronize()
+        wait_for_device(event)
         rows = np.split(host.numpy().copy(), np.cumsum(counts)[:-1])  # a copy: the buffer is reused
         out: list[np.ndarray | None] = [None] * len(passes)
-        for j, row in zip((j for batch in batches for j in batch), rows):
+        for j, row in zip(order, rows):
             out[j] = row
         return out
 
     return finish
 
 
-def _queue_batch(model, batch: list[Pass], k: int, device, precision: str, stage: Staging) -> torch.Tensor:
-    """Queue one batch's forward pass; (K, V) float32 logits at its passes' positions, on the device."""
-    tokens = stage.empty(("tokens", k), (len(batch), max(len(p.ids) for p in batch)), torch.uint8)  # (B, L)
-    tokens.fill_(PAD_ID)
-    array = tokens.numpy()
-    for b, one in enumerate(batch):
-        array[b, : len(one.ids)] = one.ids
-    rows = stage.put(("rows", k), np.repeat(np.arange(len(batch)), [len(p.positions) for p in batch]))  # (K,)
-    cols = stage.put(("cols", k), np.concatenate([np.asarray(p.positions, dtype=np.int64) for p in batch]))
-    tokens = tokens.to(device, non_blocking=True).long()
+def wait_for_device(event) -> None:
+    """Block until the device work before ``event`` is done (None: nothing to wait for, e.g. the CPU).
+    A function of its own so that benchmarks/profile_variants.py can time the waits."""
+    if event is not None:
+        event.synchronize()
+
+
+def _copy_inputs(batches: list[list[Pass]], device, stage: Staging) -> list[tuple[torch.Tensor, ...]]:
+    """Every batch's right-padded token ids and picked (row, position) pairs, staged in one host buffer
+    each and copied to the device together, before the chunk's first forward pass is queued: per batch,
+    device views (tokens (B, L) uint8, rows (K,), cols (K,)). Two copies per chunk rather than three per
+    batch, none of them queued behind a forward pass (issue 15: the host must not wait for the device
+    while it could prepare the next chunk)."""
+    if not batches:
+        return []
+    shapes = [(len(batch), max(len(one.ids) for one in batch)) for batch in batches]  # (B, L) per batch
+    sizes = [n * length for n, length in shapes]
+    tokens = stage.empty(("tokens",), (sum(sizes),), torch.uint8)  # (sum B*L,)
+    flat = tokens.numpy()
+    flat.fill(PAD_ID)  # numpy's fill: torch's fill_ of a host buffer wakes its thread pool (ms on a busy host)
+    for batch, view in zip(batches, np.split(flat, np.cumsum(sizes)[:-1])):
+        array = view.reshape(len(batch), -1)  # (B, L), a view of the staging buffer
+        for b, one in enumerate(batch):
+            array[b, : len(one.ids)] = one.ids
+    rows = [np.repeat(np.arange(len(batch)), [len(one.positions) for one in batch]) for batch in batches]
+    cols = [np.asarray(one.positions, dtype=np.int64) for batch in batches for one in batch]
+    picks = stage.put(("picks",), np.stack([np.concatenate(rows), np.concatenate(cols)]))  # (2, K)
+    tokens, picks = tokens.to(device, non_blocking=True), picks.to(device, non_blocking=True)
+    counts = [len(r) for r in rows]
+    token_views = [t.view(shape) for t, shape in zip(torch.split(tokens, sizes), shapes)]
+    return [(t, *p) for t, p in zip(token_views, torch.split(picks, counts, dim=1))]
+
+
+def _queue_batch(model, batch: list[Pass], k: int, device, precision: str, inputs) -> torch.Tensor:
+    """Queue batch ``k`` of a chunk (``batch``: its passes) from its device ``inputs`` (``_copy_inputs``);
+    (K, V) float32 logits at its passes' positions, on the device."""
+    tokens, rows, cols = inputs  # (B, L) uint8, (K,), (K,)
     with autocast(device, precision):
-        hidden = model.hidden_states(tokens)  # (B, L, D)
-    gathered = hidden[rows.to(device, non_blocking=True), cols.to(device, non_blocking=True)]  # (K, D)
-    return model.lm_head(gathered.float())  # (K, V)
+        hidden = model.hidden_states(tokens.long())  # (B, L, D)
+    return model.lm_head(hidden[rows, cols].float())  # (K, V)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -283,11 +307,11 @@ def _plan_block(reference: Reference, request: BlockRequest, tiling: LlrTiling):
     left, right = tiling.context_span(start, length)
     plan = []
     if len(positions) and positions[-1] > left:  # forward: index i predicts position left + i + 1
-        ids = reference.ids(request.contig, left, int(positions[-1]))  # (L,)
+        ids = reference.ids_uint8(request.contig, left, int(positions[-1]))  # (L,)
         rows = np.flatnonzero(positions > left)
         plan.append((Pass(ids, (positions[rows] - left - 1).tolist()), 0, rows))
     if len(positions) and right > positions[0] + 1:  # reverse: index i predicts position right - i - 2
-        ids = reverse_complement_ids(reference.ids(request.contig, int(positions[0]) + 1, right))  # (L,)
+        ids = reverse_complement_ids(reference.ids_uint8(request.contig, int(positions[0]) + 1, right))  # (L,)
         rows = np.flatnonzero(positions < right - 1)
         plan.append((Pass(ids, (right - positions[rows] - 2).tolist()), 1, rows))
     return positions, plan
@@ -354,11 +378,27 @@ def start_llr_shared(
         blocks = wait()
         results: list[LlrResult | None] = [None] * len(queries)
         for block, members in zip(blocks, groups.values()):
-            for i in members:
-                results[i] = _query_result(block, queries[i])
+            for i, result in zip(members, _block_results(block, [queries[i] for i in members])):
+                results[i] = result
         return results, sum(block.passes for block in blocks)
 
     return finish
+
+
+def _block_results(block: BlockLogProbs, queries: list[SnvQuery]) -> list[LlrResult]:
+    """``_query_result`` of every query of one block (whose positions the block was asked for), in a few
+    array operations over all their ALTs: the same element-wise arithmetic, so the same bits, and less
+    host time per pass than one call per query (issue 15)."""
+    counts = [len(q.alts) for q in queries]
+    rows = np.repeat(np.searchsorted(block.positions, [q.pos for q in queries]), counts)  # (A,) one per ALT
+    refs = np.repeat([BASE_INDEX[q.ref] for q in queries], counts)
+    alts = [BASE_INDEX[a] for q in queries for a in q.alts]
+    forward = (block.forward[rows, alts] - block.forward[rows, refs]).astype(np.float32).astype(np.float64)
+    reverse = (block.reverse[rows, alts] - block.reverse[rows, refs]).astype(np.float32).astype(np.float64)
+    non_finite = (block.has_forward[rows] & ~np.isfinite(forward)) | (block.has_reverse[rows] & ~np.isfinite(reverse))
+    ends = np.cumsum(counts).tolist()
+    starts = [0, *ends[:-1]]
+    return [LlrResult(forward[a:b], reverse[a:b], non_finite[a:b]) for a, b in zip(starts, ends)]
 
 
 def score_llr_naive(

@@ -35,9 +35,14 @@ class Reference:
 
     def ids(self, contig: str, start: int, end: int) -> np.ndarray:
         """int64 ids of [start, end) on ``contig`` (0-based half-open, inside the contig)."""
+        return self.ids_uint8(contig, start, end).astype(np.int64)
+
+    def ids_uint8(self, contig: str, start: int, end: int) -> np.ndarray:
+        """``ids`` as uint8, as the tiles hold them (no widening copy: the model's batches are uint8 on the host)."""
+        if start // TILE == (end - 1) // TILE and end > start:  # inside one tile: most REF checks
+            return self._tile(contig, start // TILE)[0][start % TILE : (end - 1) % TILE + 1]
         parts = [tile[lo:hi] for tile, _, lo, hi in self._pieces(contig, start, end)]
-        out = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint8)
-        return out.astype(np.int64)
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint8)
 
     def n_count(self, contig: str, start: int, end: int) -> int:
         """Number of N (or IUPAC) bases in [start, end), 0-based half-open."""

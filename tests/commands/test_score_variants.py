@@ -553,3 +553,15 @@ def test_non_finite_model_output_is_flagged_never_written(data, tmp_path, tiny_m
     assert summary.scored == 0 and summary.skipped["non_finite"] == expected.count("non_finite")
     rows = [line.split("\t") for line in tsv.read_text().splitlines()[2:]]  # after provenance and column names
     assert rows and all(cell == "NA" for row in rows for cell in row[5:-1])
+
+
+def test_same_bytes_whatever_the_chunks_in_flight(data, tmp_path, tiny_model_dir, monkeypatch):
+    """Chunks queued ahead (engine.CHUNKS_IN_FLIGHT) change when the device runs, never the output."""
+    fasta, vcf_path = data
+    out = tmp_path / "out.vcf.gz"  # one path: the header's command line names it
+    outputs = []
+    for in_flight in (0, 1, 2, 4):
+        monkeypatch.setattr(engine, "CHUNKS_IN_FLIGHT", in_flight)
+        sv.run(options(vcf_path, fasta, out, tiny_model_dir, methods=["llr", "delta-ll"], batch_size=1))
+        outputs.append(out.read_bytes())
+    assert len(set(outputs)) == 1 and len(gzip.decompress(outputs[0]).splitlines()) > len(variants())

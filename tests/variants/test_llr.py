@@ -6,7 +6,7 @@ import torch
 
 from genomelm.formats.fasta import FastaSource
 from genomelm.tokenizer import CharTokenizer, reverse_complement_ids
-from genomelm.variants import LlrTiling, Reference, SnvQuery, block_log_probs, score_llr_shared
+from genomelm.variants import LlrTiling, Reference, SnvQuery, block_log_probs, llr, score_llr_shared
 from tests.conftest import random_dna, tiny_model, write_fasta
 
 SEQ = random_dna(700, seed=11)
@@ -53,3 +53,26 @@ def test_subset_of_positions_and_snv_llr_agree_with_score_llr_shared(reference):
         np.testing.assert_array_equal(result.forward, forward)  # one code path: identical values
         np.testing.assert_array_equal(result.reverse, reverse)
         assert not result.non_finite.any()
+
+
+def test_results_of_a_block_at_once_equal_one_query_at_a_time(reference):
+    """llr._block_results (array operations over every ALT of a block) gives _query_result's bits."""
+    model, tiling = tiny_model(), LlrTiling(context=50, stride=100)
+    rng = np.random.default_rng(4)
+    positions = [0, 1, 5, 99, 100, 150, 420, 650, 698, 699]  # contig ends: one strand without context
+    queries = [SnvQuery("c", p, SEQ[p], list(rng.permutation([b for b in "ACGT" if b != SEQ[p]])[: 1 + p % 3]))
+               for p in positions]  # fmt: skip
+    results, _ = score_llr_shared(model, reference, queries, tiling, torch.device("cpu"), batch_size=2)
+    wanted = {}  # the blocks exactly as score_llr_shared asks for them (same passes, same batches)
+    for query in queries:
+        wanted.setdefault(tiling.block(query.pos), []).append(query.pos)
+    blocks = block_log_probs(model, reference, "c", wanted, tiling, device=torch.device("cpu"), batch_size=2,
+                             positions=wanted)  # fmt: skip
+    blocks = {b.block: b for b in blocks}
+    for query, result in zip(queries, results, strict=True):
+        alone = llr._query_result(blocks[tiling.block(query.pos)], query)
+        for got, expected in ((result.forward, alone.forward), (result.reverse, alone.reverse)):
+            assert got.shape == (len(query.alts),) and np.array_equal(got, expected, equal_nan=True)
+        assert np.array_equal(result.non_finite, alone.non_finite)
+        assert np.array_equal(result.mean, alone.mean, equal_nan=True)
+    assert np.isnan(results[0].forward).all() and np.isnan(results[-1].reverse).all()

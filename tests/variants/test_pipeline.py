@@ -1,4 +1,4 @@
-"""score-variants with one chunk in flight gives what scoring chunk by chunk gives, bit for bit."""
+"""score-variants with chunks in flight gives what scoring chunk by chunk gives, bit for bit."""
 
 import numpy as np
 import pysam
@@ -33,17 +33,17 @@ def scored(sites) -> list:
     return [(s.record.pos, s.skip_reason(), {k: list(v) for k, v in s.values.items()}) for s in sites]
 
 
-def scorer(fasta, device="cpu", precision="fp32", **settings) -> VariantScorer:
+def scorer(fasta, device="cpu", precision="fp32", in_flight=None, **settings) -> VariantScorer:
     model = tiny_model().to(device)
     options = ScoringSettings(context=50, stride=100, window=32, batch_size=2, precision=precision, **settings)
-    return VariantScorer(model, Reference(fasta), options, torch.device(device))
+    return VariantScorer(model, Reference(fasta), options, torch.device(device), in_flight=in_flight)
 
 
-def pipelined_and_chunk_by_chunk(tmp_path, device="cpu", precision="fp32", methods=("llr",)):
+def pipelined_and_chunk_by_chunk(tmp_path, device="cpu", precision="fp32", methods=("llr",), in_flight=None):
     fasta_path = write_fasta(tmp_path / "g.fa", {"c": SEQ})
     vcf_path = write_snvs(tmp_path / "v.vcf")
     with FastaSource(fasta_path) as fasta:
-        pipelined = scorer(fasta, device, precision, methods=methods)
+        pipelined = scorer(fasta, device, precision, in_flight, methods=methods)
         with VariantReader(str(vcf_path)) as reader:
             piped = [(len(chunk), scored(sites)) for chunk, sites in pipelined.score_all(reader.records())]
         one_by_one = scorer(fasta, device, precision, methods=methods)
@@ -53,23 +53,37 @@ def pipelined_and_chunk_by_chunk(tmp_path, device="cpu", precision="fp32", metho
 
 
 @pytest.mark.parametrize("methods", [("llr",), ("llr", "delta-ll")])
-def test_pipelined_score_all_equals_chunk_by_chunk(tmp_path, methods):
-    piped, plain, passes, plain_passes = pipelined_and_chunk_by_chunk(tmp_path, methods=methods)
+@pytest.mark.parametrize("in_flight", [None, 0, 1, 3])
+def test_pipelined_score_all_equals_chunk_by_chunk(tmp_path, methods, in_flight):
+    piped, plain, passes, plain_passes = pipelined_and_chunk_by_chunk(tmp_path, methods=methods, in_flight=in_flight)
     assert len(piped) > 3 and passes == plain_passes > 0  # several chunks, so some were in flight
     assert piped == plain
     assert sum(1 for _, sites in piped for _, skip, values in sites if "llr" in values and skip is None) > 50
 
 
-def test_an_error_in_the_next_chunk_comes_after_this_chunk(tmp_path):
+@pytest.mark.parametrize("in_flight", [1, 2, 3])
+def test_an_error_in_a_later_chunk_comes_after_the_chunks_before_it(tmp_path, in_flight):
+    bad = 1 + 37 * 40  # POS of a record in a chunk in the middle
     fasta_path = write_fasta(tmp_path / "g.fa", {"c": SEQ})
-    vcf_path = write_snvs(tmp_path / "v.vcf", wrong_ref_at=1 + 37 * 40)  # a chunk in the middle
+    vcf_path = write_snvs(tmp_path / "v.vcf", wrong_ref_at=bad)
     with FastaSource(fasta_path) as fasta, VariantReader(str(vcf_path)) as reader:
-        handed_back = []
+        handed_back, sites = [], []
         with pytest.raises(InputError):
-            for chunk, _ in scorer(fasta, on_ref_mismatch="error").score_all(reader.records()):
+            for chunk, scored_sites in scorer(fasta, in_flight=in_flight, on_ref_mismatch="error").score_all(
+                reader.records()
+            ):
                 handed_back.extend(record.pos for record in chunk)
+                sites.extend(scored_sites)
     # every chunk before the bad one came back, scored; none after it
-    assert handed_back and max(handed_back) < 1 + 37 * 40 and max(handed_back) >= 1 + 37 * 40 - 2 * 100
+    assert handed_back == list(range(1, max(handed_back) + 1, 37))
+    assert max(handed_back) < bad and max(handed_back) >= bad - 2 * 100
+    assert all(site.values["llr"] for site in sites if site.record.pos > 1)
+
+
+def test_one_staging_slot_per_chunk_in_flight_plus_the_one_being_prepared(tmp_path):
+    fasta_path = write_fasta(tmp_path / "g.fa", {"c": SEQ})
+    with FastaSource(fasta_path) as fasta:
+        assert [len(scorer(fasta, in_flight=n)._stages) for n in (0, 1, 2, 3)] == [1, 2, 3, 4]
 
 
 def random_passes(count: int, seed: int) -> list[Pass]:

@@ -13,8 +13,9 @@ pytestmark = [
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_pipelined_equals_chunk_by_chunk_on_cuda(tmp_path, precision):
-    piped, plain, passes, plain_passes = pipelined_and_chunk_by_chunk(tmp_path, "cuda", precision)
+@pytest.mark.parametrize("in_flight", [None, 1, 3])
+def test_pipelined_equals_chunk_by_chunk_on_cuda(tmp_path, precision, in_flight):
+    piped, plain, passes, plain_passes = pipelined_and_chunk_by_chunk(tmp_path, "cuda", precision, in_flight=in_flight)
     assert len(piped) > 3 and passes == plain_passes > 0
     assert piped == plain
 

@@ -25,6 +25,8 @@ def test_spans_across_tiles_equal_a_direct_read(tmp_path, monkeypatch):
         ]:
             end = start + length
             np.testing.assert_array_equal(reference.ids("c", start, end), expected[start:end])
+            narrow = reference.ids_uint8("c", start, end)  # a tile's own slice when inside one tile
+            assert narrow.dtype == np.uint8 and np.array_equal(narrow, expected[start:end])
             assert reference.n_count("c", start, end) == int(np.sum(expected[start:end] == 11))
 
 
