@@ -89,9 +89,7 @@ def test_trees_of_several_levels(tmp_path, small_blocks):
         for name, length in contigs:
             np.testing.assert_array_equal(bw.values(name, 0, length, numpy=True), values[name])
             middle = slice(length // 2, min(length, length // 2 + 100))  # found through the R-tree
-            np.testing.assert_array_equal(
-                bw.values(name, middle.start, middle.stop, numpy=True), values[name][middle]
-            )
+            np.testing.assert_array_equal(bw.values(name, middle.start, middle.stop, numpy=True), values[name][middle])
             if np.isfinite(values[name]).any():
                 assert bw.stats(name, 0, length, type="max")[0] == pytest.approx(np.nanmax(values[name]), rel=1e-6)
 
