@@ -57,6 +57,10 @@ ConvBackendOpt = Annotated[
     ),
 ]
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="Cap torch/OpenMP CPU threads.")]
+VariantThreadsOpt = Annotated[
+    Optional[int],
+    typer.Option(help="Cap torch/OpenMP CPU threads; 1 also keeps a .vcf.gz output's compression on the main thread."),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only; no progress bar.")]
 TrustOpt = Annotated[
     bool,
@@ -399,7 +403,7 @@ def score_variants(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     conv_backend: ConvBackendOpt = None,
-    threads: ThreadsOpt = None,
+    threads: VariantThreadsOpt = None,
     precomputed: Annotated[
         Optional[str],
         typer.Option(help="llr looked up in a score-genome OUTDIR (no model, CPU) instead of computed."),
