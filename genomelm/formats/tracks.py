@@ -39,7 +39,9 @@ def check_track_contigs(contigs: list[tuple[str, int]]) -> None:
             f"{len(contigs):,} contigs to score: bigWig writing slows down quadratically beyond "
             f"{MAX_CONTIGS:,}; score the larger contigs with --regions (a BED file), or several runs"
         )
-    for name, _ in contigs:
+    for name, length in contigs:
+        if length >= 1 << 32:  # bigWig positions are 32-bit
+            raise UsageError(f"contig {name} is {length:,} bases long: bigWig holds contigs below 2^32 bases")
         if len(name.encode()) > MAX_NAME_BYTES or any(c.isspace() for c in name):
             raise UsageError(f"contig name {name[:40]!r}...: bigWig needs names without spaces, <= 255 bytes")
 

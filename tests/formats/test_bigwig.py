@@ -115,3 +115,14 @@ def test_an_error_leaves_the_file_unfinished(tmp_path):
 def test_unwritable_path_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="cannot create bigWig file"):
         BigWigWriter(tmp_path / "missing" / "t.bw", CONTIGS)
+
+
+def test_contigs_a_bigwig_header_cannot_hold():
+    from genomelm.errors import UsageError
+    from genomelm.formats.tracks import check_track_contigs
+
+    check_track_contigs([("chr1", (1 << 32) - 1)])
+    with pytest.raises(UsageError, match="below 2\\^32"):
+        check_track_contigs([("chr1", 1 << 32)])
+    with pytest.raises(UsageError, match="without spaces"):
+        check_track_contigs([("chr 1", 10)])
