@@ -126,3 +126,38 @@ def test_contigs_a_bigwig_header_cannot_hold():
         check_track_contigs([("chr1", 1 << 32)])
     with pytest.raises(UsageError, match="without spaces"):
         check_track_contigs([("chr 1", 10)])
+
+
+def find_contig(data: bytes, name: str) -> tuple[int, int] | None:
+    """(id, length) of ``name`` found as the UCSC tools find it: a search down the chromosome B+ tree (which
+    needs the keys sorted), not a walk over every leaf as libBigWig does."""
+    chrom_tree = int.from_bytes(data[8:16], "little")
+    _magic, _block, key_size, _value_size = np.frombuffer(data, "<u4", 4, chrom_tree)
+    key = name.encode().ljust(int(key_size), b"\0")
+    node = chrom_tree + 32
+    while True:
+        is_leaf, count = data[node], int.from_bytes(data[node + 2 : node + 4], "little")
+        items = node + 4
+        if is_leaf:
+            for i in range(count):
+                item = items + i * (key_size + 8)
+                if data[item : item + key_size] == key:
+                    return tuple(int(v) for v in np.frombuffer(data, "<u4", 2, item + key_size))
+            return None
+        chosen = 0
+        for i in range(count):  # the last child whose first key is <= the name
+            if data[items + i * (key_size + 8) : items + i * (key_size + 8) + key_size] <= key:
+                chosen = i
+        child = items + chosen * (key_size + 8) + key_size
+        node = int.from_bytes(data[child : child + 8], "little")
+
+
+@pytest.mark.parametrize("block", [3, 256])
+def test_contigs_are_found_by_searching_the_tree(tmp_path, monkeypatch, block):
+    monkeypatch.setattr(bigwig, "TREE_BLOCK", block)
+    rng = np.random.default_rng(4)
+    contigs = [(f"chr{i}", int(rng.integers(1, 100))) for i in rng.permutation(50)]  # ids not in name order
+    data = write(tmp_path / "t.bw", contigs, random_tracks(contigs, seed=4))
+    for index, (name, length) in enumerate(contigs):
+        assert find_contig(data, name) == (index, length)
+    assert find_contig(data, "chrUn") is None
