@@ -607,36 +607,17 @@ def _varied_vcf(path: Path, genome: dict[str, str]) -> Path:
     return path
 
 
-def _vcf_lines(path: Path) -> list[str]:
-    return [line for line in path.read_text().splitlines() if not line.startswith("##genomelm_command=")]
-
-
 @pytest.mark.parametrize("calibrated", [False, True])
 def test_batch_lookup_path_writes_the_engines_bytes(data, tmp_path, monkeypatch, calibrated):
     vcf_path = _varied_vcf(tmp_path / "varied.vcf", _genome())
-    outputs, looked_up = {}, []
-
-    def counted(*args):
-        found = lookup_lines(*args)
-        looked_up.extend(info is not None for info in found.info)
-        return found
-
-    monkeypatch.setattr(sv, "lookup_lines", counted)
-    for fast in (False, True):
-        monkeypatch.setattr(sv, "FAST_LOOKUP", fast)
-        monkeypatch.setattr(sv, "LOOKUP_BATCH", 7)  # batches that end mid-contig
-        out = tmp_path / ("fast" if fast else "engine") / "out.vcf"
-        out.parent.mkdir()
-        store_dir = str(data["store"])
-        options = dict(precomputed=store_dir, calibration=store_dir if calibrated else None)
-        summary = sv.run(sv.ScoreVariantsOptions(str(vcf_path), str(data["fasta"]), str(out), **options))
-        outputs[fast] = (_vcf_lines(out), summary.records, summary.scored, summary.skipped, summary.replaced)
-    assert outputs[True] == outputs[False]
-    assert sum(looked_up) > 300 and not all(looked_up)  # both paths at work
-    lines = outputs[True][0]
-    assert any("DP=" in line and "GLM_LLR=" in line for line in lines)
-    assert sum("GLM_LLR_PCT_CTX=" in line for line in lines) > 100 or not calibrated
-    assert outputs[True][4] > 0  # old GLM_LLR values removed
+    changes = dict(calibration=str(data["store"])) if calibrated else {}
+    results = _both_paths(data, vcf_path, tmp_path, monkeypatch, "out.vcf", batch=7, **changes)
+    assert results[True] == results[False]
+    lines, (records, *_, replaced), _ = results[True]
+    assert records > 300
+    assert any(b"DP=" in line and b"GLM_LLR=" in line for line in lines)
+    assert sum(b"GLM_LLR_PCT_CTX=" in line for line in lines) > 100 or not calibrated
+    assert replaced > 0  # old GLM_LLR values removed
 
 
 def _tricky_vcf(path: Path, genome: dict[str, str], samples: bool) -> Path:
@@ -702,9 +683,9 @@ def _tricky_vcf(path: Path, genome: dict[str, str], samples: bool) -> Path:
     return path
 
 
-def _both_paths(data, vcf_path: Path, tmp_path: Path, monkeypatch, output: str, **changes) -> dict:
+def _both_paths(data, vcf_path: Path, tmp_path: Path, monkeypatch, output: str, batch: int = 5, **changes) -> dict:
     """Per path (False: the engine, True: the batch path), the run's lines (but the command line) and
-    summary, or the error it raised."""
+    summary, or the error it raised. Batches of ``batch`` records end mid-contig."""
     results, taken = {}, []
 
     def counted(*args):
@@ -715,7 +696,7 @@ def _both_paths(data, vcf_path: Path, tmp_path: Path, monkeypatch, output: str, 
     monkeypatch.setattr(sv, "lookup_lines", counted)
     for fast in (False, True):
         monkeypatch.setattr(sv, "FAST_LOOKUP", fast)
-        monkeypatch.setattr(sv, "LOOKUP_BATCH", 5)  # batches that end mid-contig
+        monkeypatch.setattr(sv, "LOOKUP_BATCH", batch)
         out = tmp_path / ("fast" if fast else "engine") / output
         out.parent.mkdir(parents=True, exist_ok=True)
         store_dir = str(data["store"])
