@@ -115,6 +115,16 @@ class Backbone(nn.Module):
         return layer(residual, branch, k)
 
 
+def mean_over_lengths(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, L, D) hidden states of right-padded rows, (B,) true lengths -> (B, D): each row's mean over its real
+    positions (a masked sum, one batched reduction; rows of length 0 give 0). The classifier's mean pooling
+    and the window methods' mean embedding. (`genomelm embed` averages each row's slice instead: its own
+    float rounding, kept so that embeddings stay bit-identical across versions.)"""
+    mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]  # (B, L)
+    summed = (hidden * mask[..., None]).sum(dim=1)  # (B, D)
+    return summed / lengths[:, None].clamp(min=1).to(summed.dtype)
+
+
 class HyenaDNA(nn.Module):
     """HyenaDNA causal language model over the official character vocabulary."""
 
@@ -234,9 +244,7 @@ class HyenaDNAClassifier(HyenaDNA):
             return hidden[:, 0]
         if self.pooling == "last":
             return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
-        mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]  # (B, L)
-        summed = (hidden * mask[..., None]).sum(dim=1)  # (B, D)
-        return summed / lengths[:, None].clamp(min=1).to(summed.dtype)
+        return mean_over_lengths(hidden, lengths)
 
     def features(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, L) right-padded ids, (B,) true lengths -> (B, D) pooled features (what the head reads)."""

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from genomelm.errors import UsageError
+from genomelm.model.lm import mean_over_lengths
 from genomelm.runtime import autocast, batched, pad_right
 from genomelm.tokenizer import PAD_ID, reverse_complement_ids
 from genomelm.variants.llr import model_window
@@ -156,8 +157,7 @@ def window_stats(
         t = torch.arange(1, tokens.shape[1], device=device)[None]  # (1, L-1) target positions
         first = torch.tensor([max(windows[j].upstream, 1) for j in batch], device=device)[:, None]
         ll = (token_logp * ((t >= first) & (t < lengths[:, None]))).sum(1)  # (B,)
-        real = (torch.arange(tokens.shape[1], device=device)[None] < lengths[:, None]).float()  # (B, L)
-        mean = (hidden * real[..., None]).sum(1) / lengths[:, None]  # (B, D)
+        mean = mean_over_lengths(hidden, lengths)  # (B, D)
         for b, j in enumerate(batch):
             out[j] = SeqStats(float(ll[b]), windows[j].scored, mean[b].cpu().numpy().astype(np.float64))
     return out
