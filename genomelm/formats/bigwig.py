@@ -60,7 +60,6 @@ _ZOOM_RECORD = np.dtype(
     [("chrom", "<u4"), ("start", "<u4"), ("end", "<u4"), ("count", "<u4")]
     + [(name, "<f4") for name in ("min", "max", "sum", "sumsq")]
 )
-_STATS = ("count", "min", "max", "sum", "sumsq")
 
 
 def zoom_reductions(levels: int) -> list[int]:
