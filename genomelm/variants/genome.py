@@ -38,8 +38,10 @@ from genomelm.variants.llr import LlrTiling
 from genomelm.variants.reference import Reference
 
 SEGMENT_BASES = 1 << 20  # about this many bases per saved segment
-_FORWARD_COLUMNS = [A_ID, C_ID, G_ID, T_ID]  # vocabulary ids of A, C, G, T
-_REVERSE_COLUMNS = [T_ID, G_ID, C_ID, A_ID]  # the reverse strand reads the complement of each base
+# The vocabulary columns of A, C, G, T, a slice (ids 7-10): indexing a CUDA tensor with a Python list
+# copies the list to the device from pageable memory, which waits for all queued work (one stall per strand).
+_BASE_COLUMNS = slice(A_ID, T_ID + 1)
+assert (A_ID, C_ID, G_ID, T_ID) == tuple(range(A_ID, A_ID + 4))
 
 
 # --------------------------------------------------------------------------- the plan
@@ -271,7 +273,8 @@ def _log_probs(scorer: GenomeScorer, tokens: torch.Tensor, rows, reverse: bool) 
         hidden = scorer.model.hidden_states(tokens)  # (B, L, D)
     picked = torch.cat([hidden[b, lo:hi] for b, (lo, hi) in enumerate(rows)]).float()  # (K, D)
     log_probs = torch.log_softmax(scorer.model.lm_head(picked).double(), dim=-1)  # (K, V) float64
-    return log_probs[:, _REVERSE_COLUMNS if reverse else _FORWARD_COLUMNS]
+    bases = log_probs[:, _BASE_COLUMNS]  # (K, 4)
+    return bases.flip(1) if reverse else bases  # reverse: T, G, C, A = the complement of A, C, G, T
 
 
 def _llr_rows(values: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
