@@ -2,7 +2,8 @@
 
 A replay launches the whole forward (a few dozen kernels per block) with one call, so short windows, where the GPU
 finishes a kernel before Python has launched the next, stop being launch-bound. Opt-in (GENOMELM_CUDA_GRAPHS=1;
-benchmarks/cuda_graphs.py measures where it pays).
+benchmarks/cuda_graphs.py measures where it pays), except in score-genome, whose host has more to do than launch
+kernels (GENOMELM_CUDA_GRAPHS=0 turns them off there).
 
 How it stays correct:
 - A shape is captured the second time it is seen: the first call runs eagerly and warms every cache the capture
@@ -33,6 +34,11 @@ GRAPHS_ENV_VAR = "GENOMELM_CUDA_GRAPHS"  # 1: every command's model replays CUDA
 def cuda_graphs_requested() -> bool:
     """True when GENOMELM_CUDA_GRAPHS asks for CUDA graphs of fixed-shape inference."""
     return os.environ.get(GRAPHS_ENV_VAR, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def cuda_graphs_refused() -> bool:
+    """True when GENOMELM_CUDA_GRAPHS turns CUDA graphs off (where a command would use them by default)."""
+    return os.environ.get(GRAPHS_ENV_VAR, "").strip().lower() in ("0", "false", "no", "off")
 
 
 class _Captured:

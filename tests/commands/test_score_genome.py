@@ -532,6 +532,39 @@ def test_queueing_a_batch_never_waits_for_the_gpu(data, monkeypatch):
     assert _scored_ranges(data, 3, device="cuda")  # a synchronising call would raise RuntimeError
 
 
+def test_cuda_graphs_by_default_on_a_gpu_only(monkeypatch):
+    from genomelm.model.cuda_graphs import GRAPHS_ENV_VAR
+
+    monkeypatch.delenv(GRAPHS_ENV_VAR, raising=False)
+    for device, expected in (("cpu", False), ("cuda", True)):  # set_cuda_graphs needs no GPU
+        model = tiny_model()
+        sg._use_cuda_graphs(model, torch.device(device))
+        assert (model.backbone.graphs is not None) is expected
+    monkeypatch.setenv(GRAPHS_ENV_VAR, "0")
+    model = tiny_model()
+    sg._use_cuda_graphs(model, torch.device("cuda"))
+    assert model.backbone.graphs is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_graphed_gpu_run_gives_the_eager_tracks(data, tmp_path, monkeypatch):
+    """score-genome replays CUDA graphs by default on a GPU: the tracks equal those of an eager run."""
+    from genomelm.model.cuda_graphs import GRAPHS_ENV_VAR
+
+    runs = {}
+    for value in ("0", ""):
+        monkeypatch.setenv(GRAPHS_ENV_VAR, value)
+        sg.run(options(data["fasta"], tmp_path / f"run{value}", data["model"], device="cuda"))
+        handle = pyBigWig.open(str(store.track_file(str(tmp_path / f"run{value}"), "llr_min")))
+        runs[value] = np.concatenate(
+            [handle.values(name, 0, size, numpy=True) for name, size in handle.chroms().items()]
+        )
+        handle.close()
+    assert np.isfinite(runs[""]).sum() > 1000
+    np.testing.assert_allclose(runs[""], runs["0"], rtol=1e-5, atol=1e-6)
+
+
 def test_segment_saver_saves_in_order_and_reports_failures(tmp_path):
     from genomelm.variants.genome import SegmentSaver
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genomelm.model.cuda_graphs import GRAPHS_ENV_VAR
+from genomelm.model.cuda_graphs import GRAPHS_ENV_VAR, cuda_graphs_refused, cuda_graphs_requested
 from tests.conftest import tiny_model
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -102,3 +102,16 @@ def test_train_eval_switch_drops_graphs():
     graphs._graphs["captured shape"] = object()
     model.eval()
     assert not graphs._graphs
+
+
+@pytest.mark.parametrize(
+    "value, requested, refused",
+    [(None, False, False), ("1", True, False), ("on", True, False), ("0", False, True), ("Off", False, True)],
+)
+def test_env_asks_for_or_refuses_graphs(monkeypatch, value, requested, refused):
+    """Unset: each command's default (score-genome on a GPU: graphs); 1/on: every command; 0/off: none."""
+    if value is None:
+        monkeypatch.delenv(GRAPHS_ENV_VAR, raising=False)
+    else:
+        monkeypatch.setenv(GRAPHS_ENV_VAR, value)
+    assert (cuda_graphs_requested(), cuda_graphs_refused()) == (requested, refused)
