@@ -13,8 +13,6 @@ owns some tracks; one of them also counts the calibration table.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import multiprocessing
 import os
 import signal
@@ -246,9 +244,8 @@ class TrackWriterPool:
 
     def start(self) -> None:
         os.makedirs(os.path.join(self.jobs[0].work_dir, store.TRACK_DIR), exist_ok=True)
-        with _frozen_heap():
-            for process in self._processes:
-                process.start()
+        for process in self._processes:
+            process.start()
 
     def check(self) -> None:
         """Raise the first writer's error as soon as one has failed (instead of scoring on for nothing)."""
@@ -271,21 +268,6 @@ class TrackWriterPool:
             if process.is_alive():
                 process.terminate()
                 process.join()
-
-
-@contextlib.contextmanager
-def _frozen_heap():
-    """Fork the writers with the parent's objects frozen (gc.freeze): a child's garbage collector then never
-    frees what it inherited — CUDA graphs or events left in reference cycles, whose destructors would call CUDA
-    in a forked child (CUDA warnings at exit) — nor touches those pages (no copy-on-write of the whole heap)."""
-    if gc.get_freeze_count():  # someone froze the heap already: leave it to them
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()  # in this process only: the children keep theirs frozen
 
 
 class WriterError(GenomelmError):
