@@ -183,7 +183,7 @@ def main() -> None:
             pairs.append((e2e["mbp_per_s"] / model["mbp_per_s"], model, e2e))
         looked = lookup(args, fasta, work / "store", work)
     ratios = sorted(ratio for ratio, _, _ in pairs)
-    _, model, e2e = sorted(pairs, key=lambda pair: pair[0])[len(pairs) // 2]  # the median pair
+    _, model, e2e = sorted(pairs, key=lambda pair: pair[0])[(len(pairs) - 1) // 2]  # the median pair (lower of two)
     report(args, device, model, e2e, looked, ratios)
 
 
