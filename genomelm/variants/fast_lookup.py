@@ -215,21 +215,24 @@ class _Outcome:
 
     def _infos(self, records: np.ndarray, keys: dict[str, str]) -> np.ndarray:
         """The INFO text of ``records`` (indices, each with an llr): b'KEY=v,v;KEY=...' over the scores
-        present, in the engine's key order, the numbers as htslib writes them. Built a group of records
-        at a time (same ALT count, same scores present: a handful of groups), by one join."""
+        present, in the engine's key order, the numbers as htslib writes them. A group of records at a
+        time (same ALT count, same scores present: a handful of groups), their values laid out in the
+        order of the text, formatted by htslib in one go and joined with the keys between them."""
         names = list(self.scores)
-        values = np.nan_to_num(np.concatenate(list(self.scores.values())))  # NaN: never written, any text
-        text = np.array(vcf.format_floats(values.tolist()), dtype=object).reshape(len(names), -1)  # (names, K)
         present = (self.present[:, records] << np.arange(len(names))[:, None]).sum(axis=0)  # (G,) bit per score
         groups = self.counts[records] << len(names) | present  # (G,) ALT count and scores present
-        out = np.empty(len(records), dtype=object)
+        layout, values = [], []
         for code in np.unique(groups).tolist():
-            chosen = groups == code
-            shown = [k for k in range(len(names)) if code >> k & 1]
-            count = code >> len(names)
+            chosen = np.flatnonzero(groups == code)
+            shown, count = [names[k] for k in range(len(names)) if code >> k & 1], code >> len(names)
             alleles = self.starts[records[chosen]] + np.arange(count)[:, None]  # (count, G): K index per ALT
-            columns = [text[k][a] for k in shown for a in alleles]  # (G,) each, in the INFO text's order
-            out[chosen] = joined(columns, _leads([keys[names[k]] for k in shown], count))
+            values.append(np.stack([self.scores[name][a] for name in shown for a in alleles], axis=1).ravel())
+            layout.append((chosen, _leads([keys[name] for name in shown], count)))
+        text = vcf.format_floats(np.concatenate(values).tolist()) if values else []
+        out, at = np.empty(len(records), dtype=object), 0
+        for chosen, leads in layout:
+            out[chosen] = joined(text[at : at + len(chosen) * len(leads)], leads)
+            at += len(chosen) * len(leads)
         return out
 
     def values(self, r: int) -> dict[str, tuple[float, ...]]:
@@ -244,16 +247,13 @@ def _leads(keys: list[str], count: int) -> list[str]:
     return [lead for n, key in enumerate(keys) for lead in [";" * (n > 0) + key + "=", *[","] * (count - 1)]]
 
 
-def joined(columns: list[np.ndarray], leads: list[str]) -> list[bytes]:
-    """Per row: ``leads[0] + columns[0][row] + leads[1] + columns[1][row] + ...`` (ASCII text), every
-    row by one join: the pieces of all rows are laid out by list slices, not by a call per row."""
-    step, rows = 2 * len(columns) + 1, len(columns[0])
-    pieces: list[str | None] = [None] * (step * rows)
-    for n, (lead, column) in enumerate(zip(leads, columns)):
-        pieces[2 * n :: step] = [lead] * rows
-        pieces[2 * n + 1 :: step] = column.tolist()
-    pieces[step - 1 :: step] = ["\n"] * rows
-    return "".join(pieces).encode("ascii").split(b"\n")[:-1]
+def joined(values: list[str], leads: list[str]) -> list[bytes]:
+    """``values`` (ASCII), ``len(leads)`` per row, as rows of text: ``leads[0] + values[0] + leads[1] +
+    values[1] + ...``. Every row by one join: the pieces are laid out by list slices, not by a call per row."""
+    pieces: list[str | None] = [None] * (2 * len(values))
+    pieces[0::2] = ["\n" + leads[0], *leads[1:]] * (len(values) // len(leads))
+    pieces[1::2] = values
+    return "".join(pieces)[1:].encode("ascii").split(b"\n")
 
 
 def _contexts(ids: np.ndarray, pos: np.ndarray, length: int) -> np.ndarray:
