@@ -145,16 +145,17 @@ def _subset(snvs: _Snvs, keep: np.ndarray) -> _Snvs:
 
 
 def bases_at(reference: Reference, contig: str, positions: np.ndarray, length: int) -> np.ndarray:
-    """Token ids at 0-based ``positions`` (any shape) of ``contig``; -1 outside [0, length). One
-    reference read per 16 kb tile the positions touch."""
+    """Token ids (int64) at 0-based ``positions`` (any shape) of ``contig``; -1 outside [0, length). One
+    reference read per 16 kb tile the positions touch, the tiles joined as they are cached (uint8)."""
     flat = positions.ravel()
     inside = (flat >= 0) & (flat < length)
     tiles, inverse = np.unique(np.where(inside, flat, 0) // TILE, return_inverse=True)
-    chunks = [reference.ids(contig, t * TILE, min((t + 1) * TILE, length)) for t in tiles.tolist()]
+    chunks = [reference.ids_uint8(contig, t * TILE, min((t + 1) * TILE, length)) for t in tiles.tolist()]
     offsets = np.concatenate([[0], np.cumsum([len(c) for c in chunks])])[:-1]
-    joined = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
+    joined = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.uint8)
     index = offsets[inverse] + np.where(inside, flat, 0) - tiles[inverse] * TILE
-    return np.where(inside, joined[index] if len(joined) else -1, -1).reshape(positions.shape)
+    found = joined[index].astype(np.int64) if len(joined) else np.full(len(flat), -1)
+    return np.where(inside, found, -1).reshape(positions.shape)
 
 
 def _context_reasons(scorer, contig: str, pos: np.ndarray, length: int) -> np.ndarray:
