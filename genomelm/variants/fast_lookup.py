@@ -7,17 +7,21 @@ looked up and calibrated with a few numpy calls per contig. Every record this pa
 understand is handed back to the engine, so the values, their order and every SKIP reason are
 those of the engine, byte for byte:
 
-- records that are not plain SNVs (REF one base A/C/G/T, every ALT another such base), on contigs
-  the FASTA lacks, out of range, whose REF is not the reference base (ref_is_n, ref_mismatch);
+- records that are not plain SNVs (REF one base A/C/G/T, every ALT another such base, at most
+  MAX_ALTS of them), on contigs the FASTA lacks, out of range, whose REF is not the reference base
+  (ref_is_n, ref_mismatch);
 - records whose ALT alleles do not all share one outcome (some scored and some not, a strand with
   a value for one ALT and not another, a non-finite value): the engine sorts those out allele by allele.
 
-Records come as the columns of the line htslib writes for them (``str(record).split("\\t", 8)``):
-reading CHROM, POS, REF and ALT there costs less than pysam's attribute access, and that line is
-what the caller splices the INFO text into. The INFO text of the values is built a group of
-records at a time (same ALT count, same scores present) from one %-template.
+Records come as the lines htslib writes for them (``str(record)``), a batch joined into one buffer
+(formats.vcf_lines.RecordLines): CHROM, POS, REF and ALT of every line are read there with a few
+numpy calls (no split per line, no pysam attribute access), and that buffer is what the caller
+splices the INFO text into. A line that cannot be read column by column (a tab or a newline inside
+a value, which only a BCF input can carry) is the engine's. The INFO text of the values is built a
+group of records at a time (same ALT count, same scores present): the values laid out in the order
+of the text, formatted by htslib in one call and joined with the keys between them.
 
-``lookup_lines(scorer, fields, keys)`` -> ``LookedUpBatch``: per record, None (the engine's) or
+``lookup_lines(scorer, lines, keys)`` -> ``LookedUpBatch``: per record, None (the engine's) or
 the INFO text to add, its SKIP reason and ALT count.
 """
 
