@@ -8,9 +8,9 @@ absent where an allele has none. Records that cannot be scored are written uncha
 With --precomputed (no --model, no --tsv) records go through a batched path (genomelm.variants.
 fast_lookup): CHROM, POS, REF and ALT are read from htslib's lines for a batch of records at once
 (formats.vcf_lines), plain SNVs are looked up and calibrated as numpy arrays, and their INFO text is
-spliced into those lines by one join per batch; every other record still goes through the engine. The output is byte for byte the engine's
-(tested); ``FAST_LOOKUP = False`` turns the batched path off. A .vcf.gz output is compressed on a
-second thread unless --threads 1 (the same bytes either way).
+spliced into those lines by one join per batch; every other record still goes through the engine.
+The output is byte for byte the engine's (tested); ``FAST_LOOKUP = False`` turns the batched path
+off. A .vcf.gz output is compressed on a second thread unless --threads 1 (the same bytes either way).
 """
 
 from __future__ import annotations
