@@ -86,12 +86,10 @@ class _Snvs:
     counts: np.ndarray  # (R,) ALT alleles per record
 
 
-def lookup_lines(scorer, lines: RecordLines | None, keys: dict[str, str]) -> LookedUpBatch:
-    """The outcome of each record of a batch. ``lines``: the records' VCF lines, in order (None: lines
-    that could not be told apart, all for the engine); ``scorer``: a VariantScorer with ``precomputed``
-    (and ``calibration`` when asked for); ``keys``: score name (and 'skip') -> INFO key."""
-    if lines is None:
-        return LookedUpBatch(0)
+def lookup_lines(scorer, lines: RecordLines, keys: dict[str, str]) -> LookedUpBatch:
+    """The outcome of each record of a batch. ``lines``: the records' VCF lines, in order; ``scorer``: a
+    VariantScorer with ``precomputed`` (and ``calibration`` when asked for); ``keys``: score name (and
+    'skip') -> INFO key."""
     batch = LookedUpBatch(len(lines))
     for contig, snvs in _plain_snvs(lines, scorer.planner.mapper).items():
         _lookup_contig(scorer, contig, snvs, batch, keys)
