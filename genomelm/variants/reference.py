@@ -81,7 +81,7 @@ class Reference:
             return self._cache[key]
         start = index * TILE
         text = self.fasta.fetch(contig, start, min(start + TILE, self.lengths[contig]))
-        ids = self._tokenizer.encode(text, record=contig, offset=start).astype(np.uint8)
+        ids = self._tokenizer.encode_uint8(text, record=contig, offset=start)
         is_n = ids == N_ID
         # (len + 1,) N before each offset; most tiles hold none, and the running sum is most of a tile's cost
         counts = np.concatenate([[0], np.cumsum(is_n, dtype=np.int32)]) if is_n.any() else _NO_N
