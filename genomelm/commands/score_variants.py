@@ -29,11 +29,11 @@ from genomelm import __version__
 from genomelm.commands._common import load_inference_model, model_label, select_device, set_threads
 from genomelm.commands._provenance import command_line, model_line, model_sha256
 from genomelm.errors import InputError, UsageError
-from genomelm.formats import vcf, vcf_lines
+from genomelm.formats import vcf
 from genomelm.formats.atomic import refuse_overwriting_inputs
 from genomelm.formats.atomic import same_file as _same_file
 from genomelm.formats.fasta import parse_regions
-from genomelm.formats.vcf_lines import RecordLines, tabs_per_line
+from genomelm.formats.vcf_lines import RecordLines, spliced, tabs_per_line
 from genomelm.log import get_logger, progress
 from genomelm.runtime import check_batch_size, check_max_n_frac
 from genomelm.variants import (
@@ -385,9 +385,8 @@ def _splice(
     seps = np.concatenate([np.where(dot, b"", b";").astype(object), np.full(len(whole), b"", dtype=object)])
     texts = [replaced[i].encode("utf-8", "surrogateescape") for i in whole.tolist()]
     inserts = np.concatenate([looked.info[taken], np.array(texts, dtype=object)])
-    return vcf_lines.spliced(lines.data, starts, ends, seps[order].tolist(), inserts[order].tolist()).decode(
-        "utf-8", "surrogateescape"
-    )
+    text = spliced(lines.data, starts, ends, seps[order].tolist(), inserts[order].tolist())
+    return text.decode("utf-8", "surrogateescape")  # the writer encodes it back: the same bytes
 
 
 def _looked_up_values(opts, looked: LookedUpBatch, i: int) -> dict:
