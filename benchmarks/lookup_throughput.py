@@ -11,6 +11,9 @@ compression). The general and fast outputs are compared byte for byte, and so ar
 one and two threads.
 
     python benchmarks/lookup_throughput.py --mbp 4 [--repeat 5] [--profile general|fast]
+
+To compare the fast path of this checkout with an older commit's in one run, see
+benchmarks/lookup_vs_commit.py (it reuses build() and write_vcf() from here).
 """
 
 from __future__ import annotations

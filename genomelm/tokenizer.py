@@ -34,6 +34,7 @@ def _build_lookup() -> np.ndarray:
 
 
 _LOOKUP = _build_lookup()
+_LOOKUP_UINT8 = np.where(_LOOKUP == _INVALID, 255, _LOOKUP).astype(np.uint8)  # the same ids; 255: not a base
 
 # Complement on ids: A<->T, C<->G, N and special tokens unchanged.
 _COMPLEMENT = np.arange(16, dtype=np.int64)
@@ -54,9 +55,17 @@ class CharTokenizer:
         ``record`` and ``offset`` (0-based position of ``sequence[0]`` in that record) only serve the
         error message, which gives the 1-based position of the first character that is not a base.
         """
+        return self._encode(sequence, record, offset, _LOOKUP, _INVALID)
+
+    def encode_uint8(self, sequence: str, record: str = "sequence", offset: int = 0) -> np.ndarray:
+        """``encode``'s ids and errors, as uint8 (every id fits; what the reference tiles hold), without an
+        int64 array between."""
+        return self._encode(sequence, record, offset, _LOOKUP_UINT8, 255)
+
+    def _encode(self, sequence: str, record: str, offset: int, table: np.ndarray, invalid: int) -> np.ndarray:
         raw = np.frombuffer(sequence.encode("latin-1", errors="replace"), dtype=np.uint8)
-        ids = _LOOKUP[raw]
-        bad = np.flatnonzero(ids == _INVALID)
+        ids = table.take(raw)  # the same as table[raw], in half the time for a 256-entry table
+        bad = np.flatnonzero(ids == invalid)
         if bad.size:
             position = int(bad[0])
             raise FormatError(

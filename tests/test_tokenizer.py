@@ -24,6 +24,20 @@ def test_invalid_character_names_record_and_1_based_position():
         CharTokenizer().encode("AC!T", record="chr7", offset=100)
 
 
+def test_encode_uint8_gives_the_ids_and_errors_of_encode():
+    tok = CharTokenizer()
+    text = "ACGTNacgtnRYSWKMBDHVrysbwkmdhvUu"
+    assert tok.encode_uint8(text).dtype == np.uint8
+    assert tok.encode_uint8(text).tolist() == tok.encode(text).tolist()
+    for bad in ("ACGX", "AC\u00e9", "A\u4e00C"):
+        messages = []
+        for encode in (tok.encode, tok.encode_uint8):
+            with pytest.raises(FormatError) as caught:
+                encode(bad, record="chr9", offset=10)
+            messages.append(str(caught.value))
+        assert messages[0] == messages[1]
+
+
 def test_reverse_complement_on_ids():
     tok = CharTokenizer()
     ids = tok.encode("AACGTN")

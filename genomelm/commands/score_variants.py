@@ -6,11 +6,11 @@ absent where an allele has none. Records that cannot be scored are written uncha
 ``<prefix>SKIP=<reason>`` and counted in the summary.
 
 With --precomputed (no --model, no --tsv) records go through a batched path (genomelm.variants.
-fast_lookup): CHROM, POS, REF and ALT are read from htslib's line for each record, plain SNVs are
-looked up and calibrated as numpy arrays, a batch at a time, and their INFO text is spliced into that
-line; every other record still goes through the engine. The output is byte for byte the engine's
-(tested); ``FAST_LOOKUP = False`` turns the batched path off. A .vcf.gz output is compressed on a
-second thread unless --threads 1 (the same bytes either way).
+fast_lookup): CHROM, POS, REF and ALT are read from htslib's lines for a batch of records at once
+(formats.vcf_lines), plain SNVs are looked up and calibrated as numpy arrays, and their INFO text is
+spliced into those lines by one join per batch; every other record still goes through the engine.
+The output is byte for byte the engine's (tested); ``FAST_LOOKUP = False`` turns the batched path
+off. A .vcf.gz output is compressed on a second thread unless --threads 1 (the same bytes either way).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, fields
 from itertools import islice
 
+import numpy as np
+
 from genomelm import __version__
 from genomelm.commands._common import load_inference_model, model_label, select_device, set_threads
 from genomelm.commands._provenance import command_line, model_line, model_sha256
@@ -31,6 +33,7 @@ from genomelm.formats import vcf
 from genomelm.formats.atomic import refuse_overwriting_inputs
 from genomelm.formats.atomic import same_file as _same_file
 from genomelm.formats.fasta import parse_regions
+from genomelm.formats.vcf_lines import RecordLines, spliced, tabs_per_line
 from genomelm.log import get_logger, progress
 from genomelm.runtime import check_batch_size, check_max_n_frac
 from genomelm.variants import (
@@ -308,14 +311,14 @@ def _look_up_all(opts, scorer: VariantScorer, records, writer, summary, clear: l
     with progress("variant") as bar, _young_heap():
         task = bar.add_task("score-variants", total=None)
         while batch := list(islice(records, LOOKUP_BATCH)):
-            lines = [str(record) for record in batch]  # htslib's text: read here, spliced, written
-            fields = [line.split("\t", 8) for line in lines]
-            looked = lookup_lines(scorer, fields, keys)
-            _engine_lines(opts, scorer, batch, looked, lines, summary, clear)
+            tabs = tabs_per_line(len(batch[0].header.samples))
+            lines = RecordLines.of(list(map(str, batch)), tabs)  # htslib's text: read here, spliced, written
+            looked = lookup_lines(scorer, lines, keys)
+            replaced = _engine_lines(opts, scorer, batch, looked, summary, clear)
             taken = looked.records
             _count_looked_up(looked, taken, summary)
-            _splice(opts, batch, fields, looked, taken, lines, summary, clear)
-            writer.write_lines(lines, max(map(int, (f[1] for f in fields))) if writer.index else 0)
+            text = _splice(opts, batch, lines, looked, taken, replaced, summary, clear)
+            writer.write_lines([text], max(record.pos for record in batch) if writer.index else 0)
             bar.advance(task, len(batch))
 
 
@@ -336,12 +339,13 @@ def _young_heap():
         gc.unfreeze()
 
 
-def _engine_lines(opts, scorer: VariantScorer, batch: list, looked: LookedUpBatch, lines: list, summary, clear) -> None:
-    """The lines of the records the batch path handed back, scored by the engine. --strict: the first
-    record skipped in the batch is an error, whichever path skipped it."""
+def _engine_lines(opts, scorer: VariantScorer, batch: list, looked: LookedUpBatch, summary, clear) -> dict[int, str]:
+    """The lines of the records the batch path handed back, scored by the engine, by index in the batch.
+    --strict: the first record skipped in the batch is an error, whichever path skipped it."""
     first = looked.first_skipped() if opts.strict else None
-    engine = [i for i, info in enumerate(looked.info[:first]) if info is None]  # (first: engine's errors first)
+    engine = np.flatnonzero(looked.info[:first] == None).tolist()  # noqa: E711 (first: engine's errors first)
     keys = info_keys(opts.info_prefix)
+    lines = {}
     for i, site in zip(engine, scorer.score([batch[i] for i in engine])):
         skip = _count(opts, site, summary)
         values = {keys["skip"]: skip, **{keys[name]: tuple(v) for name, v in site.values.items()}}
@@ -351,6 +355,7 @@ def _engine_lines(opts, scorer: VariantScorer, batch: list, looked: LookedUpBatc
         raise InputError(
             f"{record.chrom}:{record.pos}: not scored ({looked.skip[first]}); --strict makes this an error"
         )
+    return lines
 
 
 def _annotated(opts, record, values: dict, summary: ScoreVariantsSummary, clear: list[str]) -> str:
@@ -360,24 +365,28 @@ def _annotated(opts, record, values: dict, summary: ScoreVariantsSummary, clear:
 
 
 def _splice(
-    opts, batch: list, fields: list, looked: LookedUpBatch, taken: list[int], lines: list, summary, clear: list[str]
-) -> None:
-    """The lines of the records of the batch path: their INFO text spliced into htslib's line for the
-    record (``fields``: that line split at its first 8 tabs), which is what set_info + str give (new keys
-    go last). A record whose INFO holds the prefix anywhere (values of an earlier run, to be removed) goes
-    through set_info instead. ``taken``: the records of the batch path (``looked.records``)."""
-    prefix = opts.info_prefix
-    for i in taken:
-        columns = fields[i]
-        info, last = columns[7], len(columns) == 8  # without samples, INFO ends the line (and holds its newline)
-        if last:
-            info = info[:-1]
-        if prefix in info:
-            lines[i] = _annotated(opts, batch[i], _looked_up_values(opts, looked, i), summary, clear)
-            continue
-        added = looked.info[i] if info == "." else f"{info};{looked.info[i]}"
-        columns[7] = added + "\n" if last else added  # the columns serve no one after this
-        lines[i] = "\t".join(columns)
+    opts, batch: list, lines: RecordLines, looked: LookedUpBatch, taken, replaced: dict, summary, clear: list[str]
+) -> str:
+    """The batch's text: htslib's lines, with the INFO text of each record of the batch path (``taken``:
+    ``looked.records``) spliced in after its INFO column, or in place of a '.' there (what set_info + str
+    give: new keys go last), and the engine's lines (``replaced``, by index) in place of theirs. A record
+    of the batch path whose INFO holds the prefix anywhere (values of an earlier run, to be removed) goes
+    through set_info instead."""
+    old = taken[lines.holds(7, opts.info_prefix.encode())[taken]]
+    for i in old.tolist():
+        replaced[i] = _annotated(opts, batch[i], _looked_up_values(opts, looked, i), summary, clear)
+    taken = np.setdiff1d(taken, old)
+    dot = (lines.width(7)[taken] == 1) & (lines.array[lines.begin[taken, 7]] == ord("."))
+    start = np.where(dot, lines.begin[taken, 7], lines.end[taken, 7])
+    whole = np.fromiter(replaced, dtype=np.int64, count=len(replaced))
+    order = np.argsort(np.concatenate([taken, whole]), kind="stable")
+    starts = np.concatenate([start, lines.line_start[whole]])[order]
+    ends = np.concatenate([start + dot, lines.line_end[whole] + 1])[order]  # a line: its newline too
+    seps = np.concatenate([np.where(dot, b"", b";").astype(object), np.full(len(whole), b"", dtype=object)])
+    texts = [replaced[i].encode("utf-8", "surrogateescape") for i in whole.tolist()]
+    inserts = np.concatenate([looked.info[taken], np.array(texts, dtype=object)])
+    text = spliced(lines.data, starts, ends, seps[order].tolist(), inserts[order].tolist())
+    return text.decode("utf-8", "surrogateescape")  # the writer encodes it back: the same bytes
 
 
 def _looked_up_values(opts, looked: LookedUpBatch, i: int) -> dict:
@@ -386,14 +395,14 @@ def _looked_up_values(opts, looked: LookedUpBatch, i: int) -> dict:
     return {keys["skip"]: looked.skip[i], **{keys[name]: v for name, v in looked.values(i).items()}}
 
 
-def _count_looked_up(looked: LookedUpBatch, taken: list[int], summary: ScoreVariantsSummary) -> None:
+def _count_looked_up(looked: LookedUpBatch, taken, summary: ScoreVariantsSummary) -> None:
     """Count the records of the batch path (``taken``) in the summary (one outcome for all their ALTs)."""
-    skips = [looked.skip[i] for i in taken]
-    summary.records += len(skips)
-    summary.skipped.update(skip for skip in skips if skip is not None)
-    scored = [looked.alleles[i] for i, skip in zip(taken, skips) if skip is None]
-    summary.scored += len(scored)
-    summary.alleles_scored += sum(scored)
+    skips = looked.skip[taken]
+    summary.records += len(taken)
+    summary.skipped.update(skip for skip in skips.tolist() if skip is not None)
+    scored = skips == None  # noqa: E711 (elementwise on an object array)
+    summary.scored += int(scored.sum())
+    summary.alleles_scored += int(looked.alleles[taken][scored].sum())
 
 
 def _count(opts: ScoreVariantsOptions, site, summary: ScoreVariantsSummary) -> str | None:

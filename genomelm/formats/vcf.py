@@ -290,17 +290,14 @@ class VariantReader:
         return "the header" if self._last is None else f"{self._last.chrom}:{self._last.pos}"
 
     def _checked(self, records: Iterator[pysam.VariantRecord]) -> Iterator[pysam.VariantRecord]:
-        while True:
-            try:
-                record = next(records)
-            except StopIteration:
-                return
-            except (OSError, ValueError) as exc:
-                raise FormatError(
-                    f"{self.path}: cannot read the record after {self.last}: malformed line or truncated file ({exc})"
-                ) from None
-            self._last = record  # named only when an error needs it (formatting it costs per record)
-            yield record
+        try:
+            for record in records:  # an error of the consumer never comes back in here: only htslib's
+                self._last = record  # named only when an error needs it (formatting it costs per record)
+                yield record
+        except (OSError, ValueError) as exc:
+            raise FormatError(
+                f"{self.path}: cannot read the record after {self.last}: malformed line or truncated file ({exc})"
+            ) from None
 
     def close(self) -> None:
         if getattr(self, "_file", None) is not None:

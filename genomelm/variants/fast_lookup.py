@@ -7,74 +7,64 @@ looked up and calibrated with a few numpy calls per contig. Every record this pa
 understand is handed back to the engine, so the values, their order and every SKIP reason are
 those of the engine, byte for byte:
 
-- records that are not plain SNVs (REF one base A/C/G/T, every ALT another such base), on contigs
-  the FASTA lacks, out of range, whose REF is not the reference base (ref_is_n, ref_mismatch);
+- records that are not plain SNVs (REF one base A/C/G/T, every ALT another such base, at most
+  MAX_ALTS of them), on contigs the FASTA lacks, out of range, whose REF is not the reference base
+  (ref_is_n, ref_mismatch);
 - records whose ALT alleles do not all share one outcome (some scored and some not, a strand with
   a value for one ALT and not another, a non-finite value): the engine sorts those out allele by allele.
 
-Records come as the columns of the line htslib writes for them (``str(record).split("\\t", 8)``):
-reading CHROM, POS, REF and ALT there costs less than pysam's attribute access, and that line is
-what the caller splices the INFO text into. The INFO text of the values is built a group of
-records at a time (same ALT count, same scores present) from one %-template.
+Records come as the lines htslib writes for them (``str(record)``), a batch joined into one buffer
+(formats.vcf_lines.RecordLines): CHROM, POS, REF and ALT of every line are read there with a few
+numpy calls (no split per line, no pysam attribute access), and that buffer is what the caller
+splices the INFO text into. A line that cannot be read column by column (a tab or a newline inside
+a value, which only a BCF input can carry) is the engine's. The INFO text of the values is built a
+group of records at a time (same ALT count, same scores present): the values laid out in the order
+of the text, formatted by htslib in one call and joined with the keys between them.
 
-``lookup_lines(scorer, fields, keys)`` -> ``LookedUpBatch``: per record, None (the engine's) or
+``lookup_lines(scorer, lines, keys)`` -> ``LookedUpBatch``: per record, None (the engine's) or
 the INFO text to add, its SKIP reason and ALT count.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from genomelm.formats import vcf
+from genomelm.formats.vcf_lines import RecordLines
 from genomelm.tokenizer import A_ID
 from genomelm.variants import calibration
 from genomelm.variants.planner import N_IN_CONTEXT, NO_CONTEXT, NOT_IN_PRECOMPUTED
 from genomelm.variants.reference import TILE, Reference
 
-_CODE = {"A": 0, "C": 1, "G": 2, "T": 3, "a": 0, "c": 1, "g": 2, "t": 3}
-
-
-def _alt_table() -> dict[str, tuple[int, ...]]:
-    """ALT columns of one to three single bases (either case) -> their codes: one dict lookup per record
-    for the common plain SNVs (longer lists go through ``_alt_codes``)."""
-    return {
-        ",".join(bases): tuple(_CODE[b] for b in bases)
-        for n in (1, 2, 3)
-        for bases in itertools.product(_CODE, repeat=n)
-    }
-
-
-_ALT_CODES = _alt_table()
-
-
-def _alt_codes(alt: str) -> tuple[int, ...] | None:
-    """Codes of an ALT column of single bases; None when any allele is something else."""
-    codes = tuple(_CODE.get(a, -1) for a in alt.split(","))
-    return None if -1 in codes else codes
+_CODE = np.full(256, -1, dtype=np.int64)  # byte -> base code 0..3 (either case), -1 for any other
+for _code, _bases in enumerate(("Aa", "Cc", "Gg", "Tt")):
+    _CODE[[ord(b) for b in _bases]] = _code
+MAX_ALTS = 8  # ALT alleles of a record this path reads (more: the engine's)
 
 
 class LookedUpBatch:
-    """The outcome of a batch, per record (index in the batch): ``info[i]`` is None for a record the
-    engine must score, else the INFO text to add ('KEY=v,v;...', or '<prefix>SKIP=reason'), with
-    ``skip[i]`` its SKIP reason (None: scored) and ``alleles[i]`` its ALT count."""
+    """The outcome of a batch, per record (index in the batch; (R,) arrays): ``info[i]`` is None for a
+    record the engine must score, else the INFO text to add (UTF-8 bytes: b'KEY=v,v;...', or
+    b'<prefix>SKIP=reason'), with ``skip[i]`` its SKIP reason (None: scored) and ``alleles[i]`` its ALT
+    count."""
 
     def __init__(self, size: int):
-        self.info: list[str | None] = [None] * size
-        self.skip: list[str | None] = [None] * size
-        self.alleles: list[int] = [0] * size
+        self.info = np.full(size, None, dtype=object)
+        self.skip = np.full(size, None, dtype=object)
+        self.alleles = np.zeros(size, dtype=np.int64)
         self._outcomes: list[tuple[np.ndarray, _Outcome]] = []  # (batch index per record, outcome)
 
     @property
-    def records(self) -> list[int]:
+    def records(self) -> np.ndarray:
         """Indices of the records this path took (an outcome of its own), in order."""
-        return [i for i, info in enumerate(self.info) if info is not None]
+        return np.flatnonzero(self.info != None)  # noqa: E711 (elementwise on an object array)
 
     def first_skipped(self) -> int | None:
         """Index of the first record this path skipped (a SKIP reason), None when there is none."""
-        return next((i for i, skip in enumerate(self.skip) if skip is not None), None)
+        skipped = np.flatnonzero(self.skip != None)  # noqa: E711
+        return int(skipped[0]) if len(skipped) else None
 
     def values(self, i: int) -> dict[str, tuple[float, ...]]:
         """Record ``i``'s values by score name (one per ALT, in ALT order); {} for a skipped record."""
@@ -96,42 +86,45 @@ class _Snvs:
     counts: np.ndarray  # (R,) ALT alleles per record
 
 
-def lookup_lines(scorer, fields: list[list[str]], keys: dict[str, str]) -> LookedUpBatch:
-    """The outcome of each record of a batch. ``fields``: per record (in order) the columns of its VCF
-    line (CHROM, POS, ID, REF, ALT, ...); ``scorer``: a VariantScorer with ``precomputed`` (and
-    ``calibration`` when asked for); ``keys``: score name (and 'skip') -> INFO key."""
-    batch = LookedUpBatch(len(fields))
-    for contig, snvs in _plain_snvs(fields, scorer.planner.mapper).items():
+def lookup_lines(scorer, lines: RecordLines, keys: dict[str, str]) -> LookedUpBatch:
+    """The outcome of each record of a batch. ``lines``: the records' VCF lines, in order; ``scorer``: a
+    VariantScorer with ``precomputed`` (and ``calibration`` when asked for); ``keys``: score name (and
+    'skip') -> INFO key."""
+    batch = LookedUpBatch(len(lines))
+    for contig, snvs in _plain_snvs(lines, scorer.planner.mapper).items():
         _lookup_contig(scorer, contig, snvs, batch, keys)
     return batch
 
 
-def _plain_snvs(fields: list[list[str]], mapper) -> dict[str, _Snvs]:
-    """Plain-SNV records by FASTA contig (the one Python loop over records)."""
-    contig_of = {name: mapper(name) for name in {f[0] for f in fields}}
-    found: dict[str, list] = {}
-    code_of, table = _CODE.get, _ALT_CODES
-    for i, f in enumerate(fields):
-        code = code_of(f[3])
-        if code is None:
-            continue
-        codes = table[f[4]] if f[4] in table else _alt_codes(f[4])
-        contig = contig_of[f[0]]
-        if codes is not None and contig is not None and code not in codes:
-            found.setdefault(contig, []).append((i, f[1], code, codes))
-    return {contig: _snvs(rows) for contig, rows in found.items()}
+def _plain_snvs(lines: RecordLines, mapper) -> dict[str, _Snvs]:
+    """Plain-SNV records by FASTA contig, read from the lines' CHROM, POS, REF and ALT columns at once."""
+    ref = np.where(lines.width(3) == 1, _CODE[lines.array[lines.begin[:, 3]]], -1)  # (R,)
+    alt, counts = _alt_codes(lines)  # (R, MAX_ALTS), (R,)
+    plain = (ref >= 0) & (counts > 0) & ~(alt == ref[:, None]).any(axis=1)  # (R,)
+    pos = lines.unsigned(1) - 1  # (R,) 0-based; -2 where POS is not a number (out of range: the engine's)
+    starts, chroms = lines.runs(0)  # runs of records on one contig (a sorted VCF: one or two per batch)
+    sizes = np.diff(np.append(starts, len(lines)))
+    contigs = [mapper(chrom) for chrom in chroms]
+    found = {}
+    for name in dict.fromkeys(c for c in contigs if c is not None):
+        members = np.flatnonzero(np.repeat([c == name for c in contigs], sizes) & plain)
+        if len(members):
+            alts = alt[members]
+            found[name] = _Snvs(members, pos[members], ref[members], alts[alts >= 0], counts[members])
+    return found
 
 
-def _snvs(rows: list[tuple[int, str, int, tuple[int, ...]]]) -> _Snvs:
-    members, pos, ref, codes = zip(*rows)
-    alt = np.fromiter(itertools.chain.from_iterable(codes), dtype=np.int64)
-    return _Snvs(
-        np.array(members),
-        np.array(pos).astype(np.int64) - 1,
-        np.array(ref),
-        alt,
-        np.fromiter(map(len, codes), np.int64),
-    )
+def _alt_codes(lines: RecordLines) -> tuple[np.ndarray, np.ndarray]:
+    """Per record, the codes of its ALT alleles when they are all single bases ((R, MAX_ALTS), -1 past
+    the last) and their number (0 when any allele is something else, or there are more than MAX_ALTS)."""
+    width = lines.width(4)
+    text = lines.padded(4, 2 * MAX_ALTS - 1)  # (R, 2 * MAX_ALTS - 1): base, comma, base, ...
+    counts = (width + 1) // 2  # (R,) when they are single bases
+    codes = _CODE[text[:, 0::2]]  # (R, MAX_ALTS)
+    used = np.arange(MAX_ALTS) < counts[:, None]
+    commas = (text[:, 1::2] == ord(",")) | ~used[:, 1:]  # (R, MAX_ALTS - 1)
+    single = (width % 2 == 1) & (width < 2 * MAX_ALTS) & ((codes >= 0) | ~used).all(axis=1) & commas.all(axis=1)
+    return np.where(used & single[:, None], codes, -1), np.where(single, counts, 0)
 
 
 def _lookup_contig(scorer, contig: str, snvs: _Snvs, batch: LookedUpBatch, keys: dict[str, str]) -> None:
@@ -154,16 +147,17 @@ def _subset(snvs: _Snvs, keep: np.ndarray) -> _Snvs:
 
 
 def bases_at(reference: Reference, contig: str, positions: np.ndarray, length: int) -> np.ndarray:
-    """Token ids at 0-based ``positions`` (any shape) of ``contig``; -1 outside [0, length). One
-    reference read per 16 kb tile the positions touch."""
+    """Token ids (int64) at 0-based ``positions`` (any shape) of ``contig``; -1 outside [0, length). One
+    reference read per 16 kb tile the positions touch, the tiles joined as they are cached (uint8)."""
     flat = positions.ravel()
     inside = (flat >= 0) & (flat < length)
     tiles, inverse = np.unique(np.where(inside, flat, 0) // TILE, return_inverse=True)
-    chunks = [reference.ids(contig, t * TILE, min((t + 1) * TILE, length)) for t in tiles.tolist()]
+    chunks = [reference.ids_uint8(contig, t * TILE, min((t + 1) * TILE, length)) for t in tiles.tolist()]
     offsets = np.concatenate([[0], np.cumsum([len(c) for c in chunks])])[:-1]
-    joined = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
+    joined = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.uint8)
     index = offsets[inverse] + np.where(inside, flat, 0) - tiles[inverse] * TILE
-    return np.where(inside, joined[index] if len(joined) else -1, -1).reshape(positions.shape)
+    found = joined[index].astype(np.int64) if len(joined) else np.full(len(flat), -1)
+    return np.where(inside, found, -1).reshape(positions.shape)
 
 
 def _context_reasons(scorer, contig: str, pos: np.ndarray, length: int) -> np.ndarray:
@@ -215,36 +209,54 @@ class _Outcome:
         reasons[engine] = None
         skipped = np.flatnonzero(reasons != None)  # noqa: E711
         scored = np.flatnonzero((reasons == None) & ~engine)  # noqa: E711
-        for r, i, reason in zip(skipped.tolist(), members[skipped].tolist(), reasons[skipped].tolist()):
-            batch.info[i], batch.skip[i], batch.alleles[i] = f"{keys['skip']}={reason}", reason, int(self.counts[r])
-        for i, info, count in zip(members[scored].tolist(), self._infos(scored, keys), self.counts[scored].tolist()):
-            batch.info[i], batch.alleles[i] = info, count
+        texts = {reason: f"{keys['skip']}={reason}".encode() for reason in set(reasons[skipped].tolist())}
+        batch.info[members[skipped]] = np.array([texts[reason] for reason in reasons[skipped].tolist()], dtype=object)
+        batch.skip[members[skipped]] = reasons[skipped]
+        batch.info[members[scored]] = self._infos(scored, keys)
+        batch.alleles[members[skipped]], batch.alleles[members[scored]] = self.counts[skipped], self.counts[scored]
         batch._outcomes.append((members, self))
 
-    def _infos(self, records: np.ndarray, keys: dict[str, str]) -> list[str]:
-        """The INFO text of ``records`` (indices, each with an llr): 'KEY=v,v;KEY=...' over the scores
-        present, in the engine's key order, the numbers as htslib writes them. One %-template per group
-        of records with the same ALT count and the same scores present (a handful of groups)."""
+    def _infos(self, records: np.ndarray, keys: dict[str, str]) -> np.ndarray:
+        """The INFO text of ``records`` (indices, each with an llr): b'KEY=v,v;KEY=...' over the scores
+        present, in the engine's key order, the numbers as htslib writes them. A group of records at a
+        time (same ALT count, same scores present: a handful of groups), their values laid out in the
+        order of the text, formatted by htslib in one go and joined with the keys between them."""
         names = list(self.scores)
-        values = np.nan_to_num(np.concatenate(list(self.scores.values())))  # NaN: never written, any text
-        text = np.array(vcf.format_floats(values.tolist()), dtype=object).reshape(len(names), -1)  # (names, K)
         present = (self.present[:, records] << np.arange(len(names))[:, None]).sum(axis=0)  # (G,) bit per score
         groups = self.counts[records] << len(names) | present  # (G,) ALT count and scores present
-        out = np.empty(len(records), dtype=object)
+        layout, values = [], []
         for code in np.unique(groups).tolist():
-            chosen = groups == code
-            shown = [k for k in range(len(names)) if code >> k & 1]
-            count = code >> len(names)
-            template = ";".join(keys[names[k]].replace("%", "%%") + "=" + ",".join(["%s"] * count) for k in shown)
+            chosen = np.flatnonzero(groups == code)
+            shown, count = [names[k] for k in range(len(names)) if code >> k & 1], code >> len(names)
             alleles = self.starts[records[chosen]] + np.arange(count)[:, None]  # (count, G): K index per ALT
-            columns = [text[k][a].tolist() for k in shown for a in alleles]  # in the template's order
-            out[chosen] = [template % row for row in zip(*columns)]
-        return out.tolist()
+            values.append(np.stack([self.scores[name][a] for name in shown for a in alleles], axis=1).ravel())
+            layout.append((chosen, _leads([keys[name] for name in shown], count)))
+        text = vcf.format_floats(np.concatenate(values).tolist()) if values else []
+        out, at = np.empty(len(records), dtype=object), 0
+        for chosen, leads in layout:
+            out[chosen] = joined(text[at : at + len(chosen) * len(leads)], leads)
+            at += len(chosen) * len(leads)
+        return out
 
     def values(self, r: int) -> dict[str, tuple[float, ...]]:
         """Record ``r``'s values by score name (those finite for its ALTs), one per ALT."""
         rows = slice(int(self.starts[r]), int(self.starts[r] + self.counts[r]))
         return {name: tuple(v[rows].tolist()) for name, v in self.scores.items() if np.isfinite(v[rows]).all()}
+
+
+def _leads(keys: list[str], count: int) -> list[str]:
+    """What comes before each value in an INFO text of ``keys`` with ``count`` values each: 'KEY=' (';KEY='
+    after the first key), then ',' before each further value."""
+    return [lead for n, key in enumerate(keys) for lead in [";" * (n > 0) + key + "=", *[","] * (count - 1)]]
+
+
+def joined(values: list[str], leads: list[str]) -> list[bytes]:
+    """``values`` (ASCII), ``len(leads)`` per row, as rows of text: ``leads[0] + values[0] + leads[1] +
+    values[1] + ...``. Every row by one join: the pieces are laid out by list slices, not by a call per row."""
+    pieces: list[str | None] = [None] * (2 * len(values))
+    pieces[0::2] = ["\n" + leads[0], *leads[1:]] * (len(values) // len(leads))
+    pieces[1::2] = values
+    return "".join(pieces)[1:].encode("ascii").split(b"\n")
 
 
 def _contexts(ids: np.ndarray, pos: np.ndarray, length: int) -> np.ndarray:

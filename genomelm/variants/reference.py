@@ -14,6 +14,8 @@ from genomelm.tokenizer import N_ID, CharTokenizer
 # Bases per cached reference tile. Small enough that a sparse variant reads little more than its own
 # context (a few kb for the tiny models), large enough that a 1M-token pass is a few dozen tiles.
 TILE = 1 << 14
+_NO_N = np.zeros(TILE + 1, dtype=np.int32)  # the N prefix counts of any tile without N (shared, read-only)
+_NO_N.flags.writeable = False
 
 
 class Reference:
@@ -79,8 +81,10 @@ class Reference:
             return self._cache[key]
         start = index * TILE
         text = self.fasta.fetch(contig, start, min(start + TILE, self.lengths[contig]))
-        ids = self._tokenizer.encode(text, record=contig, offset=start).astype(np.uint8)
-        counts = np.concatenate([[0], np.cumsum(ids == N_ID, dtype=np.int32)])  # (len + 1,)
+        ids = self._tokenizer.encode_uint8(text, record=contig, offset=start)
+        is_n = ids == N_ID
+        # (len + 1,) N before each offset; most tiles hold none, and the running sum is most of a tile's cost
+        counts = np.concatenate([[0], np.cumsum(is_n, dtype=np.int32)]) if is_n.any() else _NO_N
         self._cache[key] = (ids, counts)
         if len(self._cache) > self._cache_tiles:
             self._cache.popitem(last=False)

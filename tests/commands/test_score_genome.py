@@ -783,6 +783,40 @@ def test_batch_lookup_path_on_tricky_records_writes_the_engines_bytes(data, tmp_
     assert any(b"XGLM_=1;GLM_LLR_FWD=" in line for line in lines)
 
 
+def _bcf_with_tabs_and_newlines(tmp_path: Path, samples: bool) -> Path:
+    """The varied VCF as BCF (with a sample or none), with a tab, a newline or multi-byte UTF-8 in a string
+    value of some records: a BCF carries what a VCF line cannot, and htslib writes it as it is, so those
+    lines cannot be read column by column."""
+    vcf_path = _varied_vcf(tmp_path / "varied.vcf", _genome())
+    bcf_path = tmp_path / "varied.bcf"
+    with pysam.VariantFile(str(vcf_path)) as source:
+        header = source.header.copy()
+        header.add_line('##INFO=<ID=NOTE,Number=1,Type=String,Description="free text">')
+        if samples:
+            header.add_sample("S1")
+        with pysam.VariantFile(str(bcf_path), "wb", header=header) as out:
+            for n, record in enumerate(source):
+                copy = out.new_record(contig=record.chrom, start=record.start, stop=record.stop, alleles=record.alleles)
+                for key, value in record.info.items():
+                    copy.info[key] = value
+                if n % 4 == 1:
+                    copy.info["NOTE"] = ["a\tb", "a\nb", "\u00e9t\u00e9"][n % 3]
+                out.write(copy)
+    return bcf_path
+
+
+@pytest.mark.parametrize("samples", [True, False])
+def test_batch_lookup_path_on_tabs_and_newlines_in_values_writes_the_engines_bytes(
+    data, tmp_path, monkeypatch, samples
+):
+    bcf_path = _bcf_with_tabs_and_newlines(tmp_path, samples)
+    results = _both_paths(data, bcf_path, tmp_path, monkeypatch, "out.vcf", batch=16, calibration=str(data["store"]))
+    assert results[True] == results[False]
+    lines = results[True][0]
+    assert any(b"NOTE=a\tb;GLM_LLR_FWD=" in line for line in lines)
+    assert any(b"NOTE=\xc3\xa9t\xc3\xa9;GLM_LLR_FWD=" in line for line in lines)
+
+
 def test_batch_lookup_path_fails_on_the_first_skipped_record_with_strict(data, tmp_path, monkeypatch):
     vcf_path = _tricky_vcf(tmp_path / "tricky.vcf", _genome(), samples=False)
     results = _both_paths(data, vcf_path, tmp_path / "a", monkeypatch, "out.vcf", strict=True)
