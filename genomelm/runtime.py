@@ -108,13 +108,16 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
 def pad_right(rows: list, pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad 1-D id arrays to one (B, L) tensor; also return the (B,) true lengths.
 
-    Right padding is safe for a causal model: position t never sees positions > t.
+    Right padding is safe for a causal model: position t never sees positions > t. Both copies are
+    non-blocking: a blocking copy to the GPU waits for all queued work (torch synchronises the stream
+    after it), which stalled the batches that embed keeps in flight. From pageable memory the driver
+    stages the bytes before the call returns, so the host tensors may go at once.
     """
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
     ids = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.as_tensor(row)
-    return ids.to(device, non_blocking=True), lengths.to(device)
+    return ids.to(device, non_blocking=True), lengths.to(device, non_blocking=True)
 
 
 class Staging:

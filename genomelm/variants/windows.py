@@ -155,11 +155,12 @@ def window_stats(
         tokens, lengths = pad_right([ids[j] for j in batch], PAD_ID, device)  # (B, L), (B,)
         token_logp, hidden = _forward(model, tokens, device, precision)  # (B, L-1), (B, L, D)
         t = torch.arange(1, tokens.shape[1], device=device)[None]  # (1, L-1) target positions
-        first = torch.tensor([max(windows[j].upstream, 1) for j in batch], device=device)[:, None]
+        first = torch.tensor([max(windows[j].upstream, 1) for j in batch])[:, None].to(device, non_blocking=True)
         ll = (token_logp * ((t >= first) & (t < lengths[:, None]))).sum(1)  # (B,)
         mean = mean_over_lengths(hidden, lengths)  # (B, D)
+        ll, mean = ll.cpu().numpy(), mean.cpu().numpy()  # one copy each per batch, not one per window
         for b, j in enumerate(batch):
-            out[j] = SeqStats(float(ll[b]), windows[j].scored, mean[b].cpu().numpy().astype(np.float64))
+            out[j] = SeqStats(float(ll[b]), windows[j].scored, mean[b].astype(np.float64))
     return out
 
 
@@ -178,9 +179,9 @@ def token_log_probs(model, ids: list[np.ndarray], device, precision: str = "fp32
     out: list = [None] * len(ids)
     order = sorted(range(len(ids)), key=lambda j: -len(ids[j]))
     for batch in batched(order, batch_size):
-        tokens, lengths = pad_right([ids[j] for j in batch], PAD_ID, device)  # (B, L)
+        tokens, _ = pad_right([ids[j] for j in batch], PAD_ID, device)  # (B, L)
         token_logp, _ = _forward(model, tokens, device, precision)  # (B, L-1)
         values = token_logp.cpu().numpy().astype(np.float64)
-        for b, j in enumerate(batch):
-            out[j] = np.concatenate([[np.nan], values[b, : int(lengths[b]) - 1]])
+        for b, j in enumerate(batch):  # lengths from the host: reading the device's costs a sync per row
+            out[j] = np.concatenate([[np.nan], values[b, : len(ids[j]) - 1]])
     return out

@@ -36,3 +36,21 @@ def test_pipelined_embed_equals_batch_by_batch(tiny_model_dir, tmp_path, pooling
             vectors = embed.embed_ids(model, [tokenizer.encode(w.sequence) for w in batch], DEVICE, opts)
             expected += [np.asarray(v, np.float32).reshape(-1, written.shape[1]) for v in vectors]
     assert np.array_equal(written, np.concatenate(expected))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "none"])
+def test_queueing_a_batch_never_waits_for_the_gpu(tiny_model_dir, tmp_path, pooling):
+    """embed keeps a batch queued while the previous one is collected: padding, the forward and the pooling must
+    not synchronise (a blocking copy of the lengths to the GPU did, in runtime.pad_right)."""
+    model = load_model(str(tiny_model_dir)).to(DEVICE).eval()
+    opts = embed.EmbedOptions("unused.fa", str(tmp_path / "e.st"), pooling=pooling, device="cuda", precision="fp32")
+    ids = [np.asarray(CharTokenizer().encode(random_dna(n, n))) for n in (300, 200, 120)]
+    with torch.no_grad():
+        embed._start_pooled_padded(model, ids, DEVICE, opts, False)()  # warm: filters, spectra, Triton
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            collect = embed._start_pooled_padded(model, ids, DEVICE, opts, False)  # raises on a synchronising call
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert len(collect()) == len(ids)
