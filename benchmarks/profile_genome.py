@@ -37,11 +37,13 @@ from genome_throughput import DEFAULT_FASTA, plain_fasta
 
 from genomelm.commands import score_genome
 from genomelm.formats import genome_store
+from genomelm.formats.lookup_store import LookupWriter
 from genomelm.formats.tracks import BigWigWriter
 from genomelm.variants import genome, genome_tracks
 from genomelm.variants.calibration import CalibrationCounter
 
 TIMES: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])  # (thread, stage) -> [s, calls]
+ENDED: dict[tuple[str, str], float] = {}  # (thread, stage) -> wall clock (time.time) at the end of its last call
 
 MAIN_STAGES = {
     "load model": (score_genome, "load_inference_model"),
@@ -63,6 +65,8 @@ OTHER_STAGES = {
     "bigWig add": (BigWigWriter, "add"),
     "bigWig close": (BigWigWriter, "close"),
     "calibration counts": (CalibrationCounter, "add"),
+    "lookup rows": (genome_tracks.SegmentScores, "lookup_rows"),
+    "lookup write": (LookupWriter, "add"),
 }
 
 
@@ -76,6 +80,7 @@ def timed(stage: str, fn):
             entry = TIMES[(threading.current_thread().name, stage)]
             entry[0] += time.perf_counter() - started
             entry[1] += 1
+            ENDED[(threading.current_thread().name, stage)] = time.time()  # comparable across processes
 
     return wrapper
 
@@ -87,12 +92,14 @@ def instrument(profile_dir: Path) -> None:
 
     def writer_job(job, cancel):  # in the forked writer: its own totals, dumped as JSON at the end
         TIMES.clear()
+        ENDED.clear()
         started = time.perf_counter()
         try:
             original(job, cancel)
         finally:
             row = {stage: s for (_, stage), (s, _) in TIMES.items()}
             row.update(tracks=job.tracks, wall=time.perf_counter() - started)
+            row.update(ended_at=time.time(), last_work_at=max(ENDED.values(), default=time.time()))
             (profile_dir / f"writer-{os.getpid()}.json").write_text(json.dumps(row))
 
     genome_tracks.run_writer_job = writer_job  # TrackWriterPool looks it up when it creates processes
@@ -146,12 +153,14 @@ def table(wall: float, bases: int, profile_dir: Path) -> list[dict]:
     for path in sorted(profile_dir.glob("writer-*.json")):
         row = json.loads(path.read_text())
         who = "writer " + "+".join(row.pop("tracks"))
+        ended_at, last_work_at = row.pop("ended_at"), row.pop("last_work_at")
         busy = 0.0
         for stage, seconds in row.items():
             if stage != "wall":
                 rows.append({"where": who, "stage": stage, "s": seconds})
                 busy += seconds
         rows.append({"where": who, "stage": "waiting for segments", "s": row["wall"] - busy})
+        rows += _finish_rows(who, ended_at, last_work_at)
     for row in rows:
         row["s_per_mbp"] = row["s"] / mbp
         row["pct_of_wall"] = 100 * row["s"] / wall
@@ -182,6 +191,18 @@ def main() -> None:
         wall, bases = run(args, fasta, work)
         rows = table(wall, bases, profile_dir)
     report(args, wall, bases, rows)
+
+
+def _finish_rows(who: str, ended_at: float, last_work_at: float) -> list[dict]:
+    """When a writer ended against the main process's last batch (not busy time: the tail of the run that the GPU
+    cannot overlap), and how much of that came after its last segment's work (closing its files)."""
+    last_batch = ENDED.get(("MainThread", "wait for device"))
+    if last_batch is None:
+        return []
+    return [
+        {"where": who, "stage": "(ended after the last batch)", "s": ended_at - last_batch},
+        {"where": who, "stage": "(of which closing, after its last segment)", "s": ended_at - last_work_at},
+    ]
 
 
 def report(args, wall: float, bases: int, rows: list[dict]) -> None:
