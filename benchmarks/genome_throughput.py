@@ -38,7 +38,6 @@ from _timing import seconds
 from genomelm.commands import score_genome, score_variants
 from genomelm.commands._common import load_inference_model
 from genomelm.formats.fasta import FastaSource
-from genomelm.model.cuda_graphs import cuda_graphs_refused
 from genomelm.runtime import autocast, pad_right
 from genomelm.tokenizer import PAD_ID, reverse_complement_ids
 from genomelm.variants import Reference, llr_tiling
@@ -61,8 +60,9 @@ def plain_fasta(path: Path, directory: Path) -> Path:
 def model_only(args, fasta: Path, device: torch.device) -> dict:
     """Mbp/s of the passes alone (forward + reverse, whole blocks, head included)."""
     model = load_inference_model(args.model, device)
-    if device.type == "cuda" and not cuda_graphs_refused():
-        model.set_cuda_graphs(True)  # as score-genome runs it (no gain here: the passes alone are GPU-bound)
+    score_genome._use_cuda_graphs(
+        model, device
+    )  # as score-genome runs it (no gain here: the passes alone are GPU-bound)
     tiling = llr_tiling(args.context, args.stride, model.l_max)
     with FastaSource(str(fasta)) as source:
         reference = Reference(source)

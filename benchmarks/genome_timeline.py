@@ -12,16 +12,22 @@ run splits into:
 One warm-up run on a small region first (Triton kernels compiled and loaded), then --runs runs of the whole
 FASTA in the same process.
 
-    python benchmarks/genome_timeline.py --fasta chrX.fa [--runs 2] [--regions X:1-30000000]
+    python benchmarks/genome_timeline.py --fasta chrX.fa [--runs 2] [--regions X:1-30000000] [--eager-too]
 
-Measured (NVIDIA H200, 2026-12-02, bf16, default model, chrX 1-70 Mb, with this session's fixes: no
-synchronising list index, CUDA graphs, no gc.freeze before the writers fork): loop 15.7 / 13.8 s with the
-GPU idle < 0.4 s of it; after the last batch 0.4 / 2.6 s; 4.30 / 4.20 Mbp/s end to end.
+--eager-too alternates runs without CUDA graphs (GENOMELM_CUDA_GRAPHS=0) and with them (score-genome's
+default on a GPU), in the same process.
+
+Measured (NVIDIA H200, 2026-12-02, bf16, default model, chrX 1-70 Mb) with the development copy of this
+script's instrumentation (the same CUDA events; eager and graphed runs were two processes of one device call,
+not one run, hence --eager-too now): eager, loop 15.9 s with the GPU idle 1.05 s between batches, 4.22 Mbp/s;
+graphed, idle 0.21 s, 4.65 Mbp/s. Later, graphed: loop 15.7 / 13.8 s with the GPU idle < 0.4 s; after the
+last batch 0.4 / 2.6 s; 4.30 / 4.20 Mbp/s end to end.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -31,6 +37,7 @@ import torch
 from genome_throughput import DEFAULT_FASTA, plain_fasta
 
 from genomelm.commands import score_genome
+from genomelm.model.cuda_graphs import GRAPHS_ENV_VAR
 from genomelm.variants import genome
 
 MARKS: dict[str, list] = {"queue": [], "events": [], "wait": []}
@@ -59,9 +66,10 @@ def instrument() -> None:
     genome.GenomeScorer._queue, genome._Batch.wait = timed_queue, timed_wait
 
 
-def one_run(fasta: Path, regions, work: Path, precision: str) -> dict:
+def one_run(fasta: Path, regions, work: Path, precision: str, graphs: bool = True) -> dict:
     for marks in MARKS.values():
         marks.clear()
+    os.environ[GRAPHS_ENV_VAR] = "" if graphs else "0"  # read by score-genome when it loads the model
     opts = score_genome.ScoreGenomeOptions(
         fasta=str(fasta), output=str(work / "store"), regions=regions, precision=precision, force=True
     )
@@ -92,6 +100,7 @@ def main() -> None:
     parser.add_argument("--regions", action="append", default=None)
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--eager-too", action="store_true", help="alternate runs without CUDA graphs")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("genome_timeline.py needs a CUDA GPU (the timeline is made of CUDA events)")
@@ -105,14 +114,16 @@ def main() -> None:
             f"{torch.cuda.get_device_name()}, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, {args.precision}"
         )
         print(
-            "| run | Mbp | wall s | Mbp/s | before s | loop s | GPU busy s | GPU idle s | after s | batch ms "
+            "| run | graphs | Mbp | wall s | Mbp/s | before s | loop s | GPU busy s | GPU idle s | after s | batch ms "
             "| host queue s |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for run in range(args.runs):
-            r = one_run(fasta, args.regions, work, args.precision)
+            graphs = not (args.eager_too and run % 2 == 0)
+            r = one_run(fasta, args.regions, work, args.precision, graphs)
             print(
-                f"| {run + 1} | {r['mbp']:.1f} | {r['wall']:.2f} | {r['mbp'] / r['wall']:.2f} | {r['before']:.2f} | "
+                f"| {run + 1} | {'yes' if graphs else 'no'} | {r['mbp']:.1f} | {r['wall']:.2f} | "
+                f"{r['mbp'] / r['wall']:.2f} | {r['before']:.2f} | "
                 f"{r['loop']:.2f} | {r['gpu_busy']:.2f} | {r['gpu_idle']:.2f} | {r['after']:.2f} | "
                 f"{r['batch_ms']:.1f} | {r['host_queue']:.2f} |"
             )

@@ -151,7 +151,8 @@ def run(opts: ScoreGenomeOptions) -> ScoreGenomeSummary:
 def _use_cuda_graphs(model, device) -> None:
     """CUDA graphs by default on a GPU (GENOMELM_CUDA_GRAPHS=0: off). Every full batch has one shape, and the host
     has segments to lay out besides launching ~150 kernels per pass: eager, it fell behind the GPU (chrX 70 Mb,
-    H200, 2026-12-02: GPU idle 1.05 s of a 15.9 s loop, 4.22 Mbp/s; graphed: 0.21 s idle, 4.65 Mbp/s)."""
+    H200, 2026-12-02: GPU idle 1.05 s of a 15.9 s loop, 4.22 Mbp/s; graphed: 0.21 s idle, 4.65 Mbp/s; see
+    benchmarks/genome_timeline.py --eager-too)."""
     if device.type == "cuda" and not cuda_graphs_refused():
         model.set_cuda_graphs(True)
 

@@ -46,8 +46,8 @@ def lookup_rows(ref_code: np.ndarray, mean: np.ndarray, forward: np.ndarray) -> 
 
     Column j (0..2) is the j-th alternative of the reference base r in A, C, G, T order (ALT_BASES[r]):
     base j while j < r, base j + 1 once r is passed. One select per column instead of masks and gathers,
-    which made the lookup writer the slowest process of a score-genome run (0.55 s/Mbp on a 2-core
-    development CPU, 2026-12-02, more than the model takes per Mbp on an H200)."""
+    which made the lookup writer the slowest process of a score-genome run: with the strand mean, 0.244 ->
+    0.082 s/Mbp (benchmarks/writer_compute.py, 2-core development CPU, 2026-12-02)."""
     rows = np.empty((len(ref_code), COLUMNS), dtype=_DTYPE)
     skipped = ref_code[:, None] <= np.arange(3)  # (n, 3): the reference base lies at or before column j
     for offset, values in ((0, np.asarray(mean, _DTYPE)), (3, np.asarray(forward, _DTYPE))):

@@ -33,12 +33,16 @@ GRAPHS_ENV_VAR = "GENOMELM_CUDA_GRAPHS"  # 1: every command's model replays CUDA
 
 def cuda_graphs_requested() -> bool:
     """True when GENOMELM_CUDA_GRAPHS asks for CUDA graphs of fixed-shape inference."""
-    return os.environ.get(GRAPHS_ENV_VAR, "").strip().lower() in ("1", "true", "yes", "on")
+    return _graphs_setting() in ("1", "true", "yes", "on")
 
 
 def cuda_graphs_refused() -> bool:
     """True when GENOMELM_CUDA_GRAPHS turns CUDA graphs off (where a command would use them by default)."""
-    return os.environ.get(GRAPHS_ENV_VAR, "").strip().lower() in ("0", "false", "no", "off")
+    return _graphs_setting() in ("0", "false", "no", "off")
+
+
+def _graphs_setting() -> str:
+    return os.environ.get(GRAPHS_ENV_VAR, "").strip().lower()
 
 
 class _Captured:

@@ -82,7 +82,7 @@ class SegmentScores:
     def _lowest_alternative(self) -> np.ndarray:
         """(n,) the lowest llr of the 3 alternative bases (NaN when one has none), one column at a time:
         numpy's min along a row of 4 and a scatter of the reference bases cost this track's writer
-        process 5x the others' (H200 host, 2026-12-02), enough to finish after the model."""
+        process 5x the others' (benchmarks/profile_genome.py, H200 host, 2026-12-02)."""
         code = self.ref[1:-1].astype(np.int8) - np.int8(_A_ID)  # (n,) 0-3 for A/C/G/T
         lowest = np.full(len(code), np.inf, np.float32)
         for column in range(4):  # the reference base's column does not count

@@ -158,9 +158,9 @@ def window_stats(
         first = torch.tensor([max(windows[j].upstream, 1) for j in batch])[:, None].to(device, non_blocking=True)
         ll = (token_logp * ((t >= first) & (t < lengths[:, None]))).sum(1)  # (B,)
         mean = mean_over_lengths(hidden, lengths)  # (B, D)
-        ll, mean = ll.cpu().numpy(), mean.cpu().numpy()  # one copy each per batch, not one per window
+        ll_host, mean_host = ll.cpu().numpy(), mean.cpu().numpy()  # one copy each per batch, not one per window
         for b, j in enumerate(batch):
-            out[j] = SeqStats(float(ll[b]), windows[j].scored, mean[b].astype(np.float64))
+            out[j] = SeqStats(float(ll_host[b]), windows[j].scored, mean_host[b].astype(np.float64))
     return out
 
 
