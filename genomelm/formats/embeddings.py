@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import struct
-import tempfile
 import weakref
 from typing import BinaryIO
 
@@ -60,11 +59,11 @@ def _dtype_code(dtype: np.dtype | str | type) -> str:
 class _Spool:
     """One tensor's rows so far, in a temporary file."""
 
-    def __init__(self, directory: str, prefix: str, trailing: tuple[int, ...], code: str):
-        self.trailing, self.code, self.rows = trailing, code, 0
+    def __init__(self, path: str, trailing: tuple[int, ...], code: str):
+        """Create the spool at ``path``, which the caller registered for removal beforehand."""
+        self.trailing, self.code, self.rows, self.path = trailing, code, 0, path
         self.storage = np.dtype(_STORAGE[code])
-        fd, self.path = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".spool")
-        self.handle: BinaryIO = os.fdopen(fd, "wb")
+        self.handle: BinaryIO = os.fdopen(_create_exclusive(path), "wb")
 
     @property
     def nbytes(self) -> int:
@@ -84,6 +83,11 @@ class _Spool:
         little = rows.astype(rows.dtype.newbyteorder("<"), copy=False)
         np.ascontiguousarray(little).view(self.storage).tofile(self.handle)
         self.rows += rows.shape[0]
+
+
+def _create_exclusive(path: str) -> int:
+    # os.open with 0o666 lets the umask decide the final permissions (mkstemp would force 0600).
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
 
 
 def _remove_files(paths: list[str]) -> None:
@@ -122,15 +126,21 @@ class EmbeddingWriter:
         """Create the temporary output now, so an unusable output path fails before any work."""
         atomic.check_output_file(self.path)
         partial = atomic.temporary_sibling(self.path, ".partial")
-        # Registered before it exists: a signal right after the creation still finds it to remove.
-        self._temps.append(partial)
         try:
-            # os.open with 0o666 lets the umask decide the final permissions (mkstemp would force 0600).
-            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            self._create_temporary(partial, lambda path: os.close(_create_exclusive(path)))
         except OSError as exc:
-            self._temps.remove(partial)
             raise InputError(f"cannot write {self.path}: {exc.strerror}") from None
         return partial
+
+    def _create_temporary(self, path: str, create):
+        """Run ``create(path)`` with ``path`` registered for removal before it exists: a signal
+        (SIGTERM, Ctrl-C) arriving during or right after the creation still finds it to remove."""
+        self._temps.append(path)
+        try:
+            return create(path)
+        except OSError:
+            self._temps.remove(path)  # not created (by us): never delete a file someone else owns
+            raise
 
     def set_metadata(self, key: str, value: str) -> None:
         """Add a ``__metadata__`` entry; safetensors allows string keys and values only."""
@@ -154,10 +164,9 @@ class EmbeddingWriter:
                 raise ValueError(f"tensor {name!r} was declared {spool.code} {spool.trailing}, not {code} {trailing}")
             return
         _check_name(name)
-        prefix = f".{os.path.basename(self.path)}.{len(self._spools)}."
-        spool = _Spool(os.path.dirname(os.path.abspath(self.path)), prefix, trailing, code)
-        self._temps.append(spool.path)
-        self._spools[name] = spool
+        path = atomic.temporary_sibling(self.path, f".{len(self._spools)}.spool")
+        with atomic.write_errors(self.path):
+            self._spools[name] = self._create_temporary(path, lambda path: _Spool(path, trailing, code))
 
     def add(self, name: str, rows: np.ndarray) -> None:
         """Append ``rows`` (first axis = rows) to tensor ``name``; trailing shape and dtype must not change."""

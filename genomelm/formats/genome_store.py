@@ -23,6 +23,7 @@ computes the rest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -30,6 +31,7 @@ import tempfile
 import numpy as np
 
 from genomelm.errors import FormatError, InputError
+from genomelm.formats import atomic
 
 FORMAT = "genomelm-genome-scores"
 FORMAT_VERSION = 2
@@ -49,22 +51,28 @@ def partial_dir(outdir: str) -> str:
     return os.path.normpath(outdir) + ".partial"
 
 
-def _temporary(path: str, suffix: str) -> tuple[int, str]:
-    """A temporary file beside ``path``, with the permissions a plain open() would give it."""
+@contextlib.contextmanager
+def _replacing(path: str, suffix: str, mode: str):
+    """A handle on a temporary file beside ``path``, with the permissions a plain open() would give it,
+    renamed onto ``path`` when the block succeeds and removed when it fails (a full disk, a signal)."""
     fd, temp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=suffix)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temp, 0o666 & ~umask)
-    return fd, temp
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+        os.replace(temp, path)
+    except BaseException:
+        atomic.discard(temp)
+        raise
 
 
 def write_json(path: str, data: dict) -> None:
     """Write JSON through a temporary file and a rename (never a half-written file)."""
-    fd, temp = _temporary(path, ".json")
-    with os.fdopen(fd, "w") as handle:
+    with _replacing(path, ".json", "w") as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
         handle.write("\n")
-    os.replace(temp, path)
 
 
 def read_json(path: str, what: str) -> dict:
@@ -102,10 +110,8 @@ def read_manifest(outdir: str) -> dict:
 
 def save_arrays(path: str, arrays: dict[str, np.ndarray], compress: bool = False) -> None:
     """Save named arrays as .npz, atomically (temporary file, then rename); ``compress``: zip deflate."""
-    fd, temp = _temporary(path, ".npz")
-    with os.fdopen(fd, "wb") as handle:
+    with _replacing(path, ".npz", "wb") as handle:
         (np.savez_compressed if compress else np.savez)(handle, **arrays)
-    os.replace(temp, path)
 
 
 def load_arrays(path: str, what: str = "arrays") -> dict[str, np.ndarray]:
@@ -130,9 +136,13 @@ def write_segment(directory: str, contig_index: int, blocks: tuple[int, int], st
     path = segment_path(directory, contig_index, blocks[0])
     temp = tempfile.mkdtemp(dir=directory, prefix=".tmp-")
     named = {"blocks": np.array(blocks, dtype=np.int64), "start": np.array(start, dtype=np.int64), **arrays}
-    for key, array in named.items():
-        np.save(os.path.join(temp, f"{key}.npy"), array)
-    os.rename(temp, path)
+    try:
+        for key, array in named.items():
+            np.save(os.path.join(temp, f"{key}.npy"), array)
+        os.rename(temp, path)
+    except BaseException:
+        atomic.discard(temp)
+        raise
 
 
 class Segment:

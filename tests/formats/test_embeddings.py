@@ -183,6 +183,21 @@ def test_forgotten_writer_removes_its_temporaries(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_signal_while_a_spool_is_created_leaves_nothing(tmp_path, monkeypatch):
+    # SIGTERM / Ctrl-C arrive as exceptions at any bytecode: here right after the spool file exists.
+    writer = EmbeddingWriter(tmp_path / "x.safetensors")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fdopen", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        writer.declare("e", (2,), np.float32)
+    assert len(os.listdir(tmp_path)) == 2  # the partial output and the new spool
+    writer.abort()
+    assert os.listdir(tmp_path) == []
+
+
 def test_output_permissions_follow_the_umask(tmp_path):
     path = tmp_path / "x.safetensors"
     old = os.umask(0o022)
