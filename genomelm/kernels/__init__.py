@@ -34,8 +34,9 @@ MODE_ENV_VAR = "GENOMELM_CONV_MODE"
 # Hyena operator beat precise mode on an H200 (1.0-1.9x, benchmarks/fftconv_bench.py) and end-to-end bf16
 # embedding gained 19-37%. Shorter inputs were not reliably faster: the filter spectrum in fast mode's order costs
 # more to compute, and the benchmark recomputes it on every call. At 1M tokens the two modes are about equal.
-# Training stays precise: fast mode's backward is precise mode's, which recomputes the forward with cuFFT, so a
-# fast forward only adds work.
+# Training stays precise under auto until fast mode's backward (the Monarch kernels for the input's gradient,
+# cuFFT for the filter's: fftconv_cuda) has been measured faster on a GPU (benchmarks/fast_backward.py);
+# GENOMELM_CONV_MODE=fast trains with it.
 FAST_AUTO_MIN_LEN = 16384
 FAST_AUTO_MAX_LEN = 262144
 

@@ -487,7 +487,7 @@ def _mix_forward(projected, short_weight, short_bias, k, D, cache_spectrum: bool
     """hyena_mix's forward pass: (out (B, L, C), the precise filter spectrum (C, n/2+1) or None in fast mode).
 
     Fast mode (``fast``): the long convolution runs as a Monarch FFT on tensor cores (fftconv_monarch) between the
-    same fused pre and post kernels, with u and y as bf16 (B, C, L); the backward pass is precise mode's.
+    same fused pre and post kernels, with u and y as bf16 (B, C, L).
     """
     seq_len = projected.shape[1]
     n = fft_size(seq_len)
@@ -499,35 +499,62 @@ def _mix_forward(projected, short_weight, short_bias, k, D, cache_spectrum: bool
         u = _mix_pre(projected, weight, bias, seq_len, torch.bfloat16)  # (B, C, L)
         y = fftconv_monarch.monarch_conv(u, spectrum(k, seq_len, _monarch_spectrum), plan, None, torch.bfloat16)
         del u
-        k_f = None  # the backward pass computes the precise spectrum from k, only if one runs
+        k_f = None  # fast mode's backward computes its own spectrum from k, only if one runs
     else:
         k_f = spectrum(k, n)  # (C, n/2+1), read only
         y = _long_conv(_mix_pre(projected, weight, bias, n), k_f, n)  # (B, C, n)
     return _mix_post(projected, weight, bias, y, D.contiguous()), k_f  # (B, L, C)
 
 
-def _mix_backward(grad_out, projected, short_weight, short_bias, k_f, D, k_len: int, need_k: bool):
-    """hyena_mix's backward pass from its inputs and the precise filter spectrum k_f (C, n/2+1): fp32 gradients
-    (projected's in its dtype) of (projected, weight (3C, K), bias (3C,), k (C, k_len) or None, D (C,)).
-    Recomputes u and y: nothing of size B*C*L is kept between forward and backward."""
+def _mix_backward(grad_out, projected, short_weight, short_bias, k, k_f, D, need_k: bool, fast: bool):
+    """hyena_mix's backward pass: fp32 gradients (projected's in its dtype) of (projected, weight (3C, K),
+    bias (3C,), k (C, k_len) or None, D (C,)). ``k_f``: precise mode's filter spectrum (C, n/2+1), unused in fast
+    mode. Recomputes u and y: nothing of size B*C*L is kept between forward and backward."""
     batch, seq_len, width = projected.shape
-    n = fft_size(seq_len)
     weight = short_weight.reshape(short_weight.shape[0], -1).contiguous()  # (3C, K)
     bias, D = short_bias.contiguous(), D.contiguous()
+    gx = _empty((batch, seq_len, width), torch.float32, projected.device)  # grads of the short-conv outputs
+    if fast:
+        gu, gz, grad_k = _long_conv_grads_fast(grad_out, projected, weight, bias, k, D, gx, need_k)
+    else:
+        gu, gz, grad_k = _long_conv_grads_precise(grad_out, projected, weight, bias, k_f, D, gx, k.shape[-1], need_k)
+    grad_d = _mix_bwd_u(projected, weight, bias, gu, gz, D, gx)  # fills gx[..., C:]
+    del gu, gz
+    grad_p, grad_w, grad_b = _short_conv_bwd(gx, projected, weight)
+    return grad_p, grad_w, grad_b, grad_k, grad_d
+
+
+def _long_conv_grads_precise(grad_out, projected, weight, bias, k_f, D, gx, k_len: int, need_k: bool):
+    """Through the output gate and the long convolution, with cuFFT: (gu = corr(gz, k), gz, grad k or None),
+    gu and gz (B, C, n) fp32. Fills gx[..., :C]."""
+    n = fft_size(projected.shape[1])
     u_spec = _spectrum(_mix_pre(projected, weight, bias, n))  # (B, C, n/2+1)
     y = _inverse(u_spec * k_f, n)  # (B, C, n)
-    gx = _empty((batch, seq_len, width), torch.float32, projected.device)  # grads of the short-conv outputs
     gz = _mix_bwd_gate(projected, weight, bias, y, D, grad_out, gx)  # (B, C, n); fills gx[..., :C]
     del y
     g_spec = _spectrum(gz)  # (B, C, n/2+1)
     grad_k = _filter_grad(g_spec, u_spec, n, k_len) if need_k else None
     del u_spec
     gu = _inverse(g_spec.mul_(k_f.conj()), n)  # correlation of gz with k: (B, C, n)
-    del g_spec
-    grad_d = _mix_bwd_u(projected, weight, bias, gu, gz, D, gx)  # fills gx[..., C:]
-    del gu, gz
-    grad_p, grad_w, grad_b = _short_conv_bwd(gx, projected, weight)
-    return grad_p, grad_w, grad_b, grad_k, grad_d
+    return gu, gz, grad_k
+
+
+def _long_conv_grads_fast(grad_out, projected, weight, bias, k, D, gx, need_k: bool):
+    """As ``_long_conv_grads_precise`` with the Monarch kernels: y recomputed as the forward did, and
+    gu = corr(gz, k) as the convolution with the conjugated spectrum; gu and gz (B, C, L) fp32. The filter's
+    gradient is a cross-spectrum summed over the batch, which the Monarch kernels do not compute: cuFFT."""
+    seq_len = projected.shape[1]
+    n, plan = fft_size(seq_len), fftconv_monarch.plan(seq_len)
+    k_spec = _monarch_spectrum(k, seq_len)
+    # fp32, zero-padded to n when grad k needs its spectrum (the Monarch kernel reads [:L] in place)
+    u = _mix_pre(projected, weight, bias, n if need_k else seq_len)
+    y = fftconv_monarch.monarch_conv(u[..., :seq_len], k_spec, plan, None, torch.float32)  # (B, C, L)
+    gz = _mix_bwd_gate(projected, weight, bias, y, D, grad_out, gx)  # (B, C, L); fills gx[..., :C]
+    del y
+    grad_k = _filter_grad(_spectrum(_pad_rows(gz, n)), _spectrum(u), n, k.shape[-1]) if need_k else None
+    del u
+    gu = fftconv_monarch.monarch_conv(gz, fftconv_monarch.conjugate(k_spec), plan, None, torch.float32)
+    return gu, gz, grad_k
 
 
 # The Triton convolution as torch custom ops (what torch.compile sees: opaque, with fake implementations, so a
@@ -557,13 +584,14 @@ def _(projected, short_weight, short_bias, k, D, cache_spectrum, fast, save_spec
 @torch.library.custom_op("genomelm::hyena_mix_backward", mutates_args=())
 def _mix_bwd_op(
     grad_out: torch.Tensor, projected: torch.Tensor, short_weight: torch.Tensor, short_bias: torch.Tensor,
-    k: torch.Tensor, k_f: torch.Tensor, D: torch.Tensor, need_k: bool,
+    k: torch.Tensor, k_f: torch.Tensor, D: torch.Tensor, need_k: bool, fast: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """Gradients of (projected, short_weight, short_bias, k (empty unless need_k), D) in their dtypes; k_f is
-    the forward's saved spectrum, or empty (then it is computed from k)."""
-    n = fft_size(projected.shape[1])
-    spectrum = torch.view_as_complex(k_f) if k_f.numel() else _filter_spectrum(k, n)
-    grads = _mix_backward(grad_out, projected, short_weight, short_bias, spectrum, D, k.shape[-1], need_k)
+    the forward's saved spectrum, or empty (then precise mode computes it from k; fast mode needs none)."""
+    spectrum = None
+    if not fast:
+        spectrum = torch.view_as_complex(k_f) if k_f.numel() else _filter_spectrum(k, fft_size(projected.shape[1]))
+    grads = _mix_backward(grad_out, projected, short_weight, short_bias, k, spectrum, D, need_k, fast)
     grad_p, grad_w, grad_b, grad_k, grad_d = grads
     grad_k = grad_k.to(k.dtype).contiguous() if need_k else k.new_empty((0,))
     grad_w = grad_w.reshape(short_weight.shape).to(short_weight.dtype)
@@ -571,7 +599,7 @@ def _mix_bwd_op(
 
 
 @_mix_bwd_op.register_fake
-def _(grad_out, projected, short_weight, short_bias, k, k_f, D, need_k):
+def _(grad_out, projected, short_weight, short_bias, k, k_f, D, need_k, fast):
     # Contiguous, whatever the inputs' strides (k is a transposed view in the model): as the real outputs.
     return (
         projected.new_empty(projected.shape),
@@ -583,14 +611,15 @@ def _(grad_out, projected, short_weight, short_bias, k, k_f, D, need_k):
 
 
 def _mix_setup_context(ctx, inputs, output) -> None:
-    projected, short_weight, short_bias, k, D, _cache, _fast, _save = inputs
+    projected, short_weight, short_bias, k, D, _cache, fast, _save = inputs
     ctx.save_for_backward(projected, short_weight, short_bias, k, D, output[1])
+    ctx.fast = fast
 
 
 def _mix_autograd_backward(ctx, grad_out, _grad_spectrum):
     projected, short_weight, short_bias, k, D, k_f = ctx.saved_tensors
     need_k = ctx.needs_input_grad[3]
-    grads = _mix_bwd_op(grad_out, projected, short_weight, short_bias, k, k_f, D, need_k)
+    grads = _mix_bwd_op(grad_out, projected, short_weight, short_bias, k, k_f, D, need_k, ctx.fast)
     grad_p, grad_w, grad_b, grad_k, grad_d = grads
     return grad_p, grad_w, grad_b, grad_k if need_k else None, grad_d, None, None, None
 
@@ -609,8 +638,8 @@ def _long_conv(u_pad: torch.Tensor, k_f: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class _FFTConv(torch.autograd.Function):
-    """fftconv_ref's function: y = causal_conv(u, k) + D u, (B, C, L) -> (B, C, L). Fast mode: forward by
-    fftconv_monarch, backward as in precise mode."""
+    """fftconv_ref's function: y = causal_conv(u, k) + D u, (B, C, L) -> (B, C, L). Fast mode: forward and the
+    input's gradient by fftconv_monarch, the filter's gradient by cuFFT."""
 
     @staticmethod
     def forward(ctx, u, k, D, cache_spectrum, fast):
@@ -630,15 +659,18 @@ class _FFTConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        u, k_f, D = ctx.saved_tensors
+        u, k_saved, D = ctx.saved_tensors  # k_saved: k in fast mode, its precise spectrum otherwise
         k_len, k_dtype, n, fast = ctx.k_meta
-        if fast:
-            k_f = _filter_spectrum(k_f, n)  # k was saved in its place
-        g_spec = _spectrum(_pad_rows(grad_out, n))  # (B, C, n/2+1)
+        g_spec = _spectrum(_pad_rows(grad_out, n)) if ctx.needs_input_grad[1] or not fast else None
         grad_k = None
         if ctx.needs_input_grad[1]:
             grad_k = _filter_grad(g_spec, _spectrum(_pad_rows(u, n)), n, k_len).to(k_dtype)
-        grad_u = _skip_rows(_inverse(g_spec.mul_(k_f.conj()), n), grad_out, D, u.dtype)
+        if fast:
+            seq_len = u.shape[-1]
+            k_spec = fftconv_monarch.conjugate(_monarch_spectrum(k_saved, seq_len))
+            grad_u = fftconv_monarch.monarch_conv(grad_out, k_spec, fftconv_monarch.plan(seq_len), D, u.dtype)
+        else:
+            grad_u = _skip_rows(_inverse(g_spec.mul_(k_saved.conj()), n), grad_out, D, u.dtype)
         grad_d = torch.einsum("bct,bct->c", grad_out.float(), u.float()).to(D.dtype)
         return grad_u, grad_k, grad_d, None, None
 

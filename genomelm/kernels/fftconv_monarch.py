@@ -32,7 +32,9 @@ Precision: each DFT rounds its operands (data and DFT matrix) to bf16 and accumu
 filter multiply are fp32. The relative RMS error against an fp64 convolution is 3e-3 to 4e-3 (measured on an H200
 up to L = 1M, on the shipped trained model's filters too). Use precise mode (fp32 cuFFT) when that is not enough.
 
-Only the forward pass is here; the backward pass of fast mode is precise mode's (fftconv_cuda).
+The backward pass of fast mode (fftconv_cuda) runs the same kernels with the conjugated filter spectrum
+(``conjugate``) for the input's gradient; the filter's gradient, a cross-spectrum summed over the batch, is
+computed with cuFFT.
 
 Under the Triton interpreter (TRITON_INTERPRET=1, for checking the index arithmetic on a CPU) bf16 tiles cannot
 be multiplied: the operands are rounded to bf16 and multiplied as fp32 instead. The interpreter truncates when it
@@ -57,7 +59,7 @@ except Exception as exc:  # same contract as fftconv_cuda: no usable triton mean
 
 from genomelm.kernels.fftconv_ref import fft_size
 
-__all__ = ["MonarchPlan", "plan", "filter_spectrum", "monarch_conv"]
+__all__ = ["MonarchPlan", "plan", "filter_spectrum", "conjugate", "monarch_conv"]
 
 MAX_ONE_PASS = 8192  # largest FFT size done by one kernel (L <= 4K): larger register tiles spill
 INNER = 4096  # row length of pass 2 when there are outer passes
@@ -362,6 +364,17 @@ def filter_spectrum(k: torch.Tensor, p: MonarchPlan) -> torch.Tensor:
     spec = torch.fft.fft(k.float(), n=p.n) / p.n  # (C, n) complex64
     spec = spec.reshape(channels, p.cols, p.rows, p.outer).permute(0, 3, 2, 1)  # (C, Q, R, S)
     return torch.stack([spec.real, spec.imag], dim=2).contiguous()
+
+
+def conjugate(k_spec: torch.Tensor) -> torch.Tensor:
+    """The conjugate of a ``filter_spectrum``: ``monarch_conv`` with it is the causal correlation
+    g[t] = sum_{s >= t} k[s - t] x[s] (the gradient of the convolution with respect to its input).
+
+    Why that holds: k is real, so conj(FFT(k))[f] = FFT(k reversed modulo n)[f]; with n >= 2L the reversed filter
+    reaches back into the zero padding only, so the first L outputs of the circular product are exact.
+    """
+    sign = k_spec.new_tensor([1.0, -1.0]).view(1, 1, 2, 1, 1)
+    return k_spec * sign
 
 
 LAST_KERNELS: list = []  # the compiled kernels of the last call (register and spill counts)
