@@ -292,7 +292,8 @@ class Trainer:
                 reason = "time-limit"
         codes = {None: 0, "stop-at-step": 1, "time-limit": 2, "SIGTERM": 3, "SIGINT": 4}
         code = max(codes[reason], codes.get(stop.signal_name, 0))
-        code = int(all_reduce(torch.tensor([code], device=self.device), self.dist, op="max").item())
+        if self.dist.enabled:  # one process alone decides without a device round trip (a sync per step on a GPU)
+            code = int(all_reduce(torch.tensor([code], device=self.device), self.dist, op="max").item())
         return {v: k for k, v in codes.items()}[code]
 
     def _finish(self, stopped_by: str | None, start_step: int) -> None:

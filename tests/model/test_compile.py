@@ -42,8 +42,10 @@ def test_block_traces_as_one_graph_reference_kernels():
 
 
 @pytest.mark.skipif(not INTERPRET or torch.cuda.is_available(), reason="CPU check of the fused ops: TRITON_INTERPRET=1")
-def test_block_traces_as_one_graph_fused_ops_interpreted(monkeypatch):
+@pytest.mark.parametrize("mode", ["precise", "fast"])
+def test_block_traces_as_one_graph_fused_ops_interpreted(monkeypatch, mode):
     pytest.importorskip("genomelm.kernels.layer_norm_cuda", reason="triton is not installed")
+    monkeypatch.setenv(kernels.MODE_ENV_VAR, mode)
     monkeypatch.setattr(kernels, "resolve_backend", lambda backend, device: "cuda")  # CPU tensors, Triton interpreter
     torch._dynamo.reset()
     _traced_block_matches_eager(tiny_model(), torch.device("cpu"))
