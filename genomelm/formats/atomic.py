@@ -124,8 +124,8 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    _apply_umask(staging, 0o777)  # mkdtemp makes it private (0700); outputs are meant to be shared
     try:
+        _apply_umask(staging, 0o777)  # mkdtemp makes it private (0700); outputs are meant to be shared
         with write_errors(target):
             yield staging
             for child in staging.rglob("*"):

@@ -551,8 +551,13 @@ def _long_conv_grads_fast(grad_out, projected, weight, bias, k, D, gx, need_k: b
     y = fftconv_monarch.monarch_conv(u[..., :seq_len], k_spec, plan, None, torch.float32)  # (B, C, L)
     gz = _mix_bwd_gate(projected, weight, bias, y, D, grad_out, gx)  # (B, C, L); fills gx[..., :C]
     del y
-    grad_k = _filter_grad(_spectrum(_pad_rows(gz, n)), _spectrum(u), n, k.shape[-1]) if need_k else None
-    del u
+    grad_k = None
+    if need_k:  # u's spectrum replaces u before gz's is made: the peak stays that of precise mode
+        u_spec = _spectrum(u)
+        u = None
+        grad_k = _filter_grad(_spectrum(_pad_rows(gz, n)), u_spec, n, k.shape[-1])
+        del u_spec
+    u = None  # released before gu is made
     gu = fftconv_monarch.monarch_conv(gz, fftconv_monarch.conjugate(k_spec), plan, None, torch.float32)
     return gu, gz, grad_k
 
