@@ -15,6 +15,7 @@ resumed run writes the same files as an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -57,6 +58,19 @@ def lookup_rows(ref_code: np.ndarray, mean: np.ndarray, forward: np.ndarray) -> 
     return rows
 
 
+def _write_array(handle, rows: np.ndarray) -> None:
+    """Write (n, 6) rows as float32 in C order straight from the array's memory (no bytes copy)."""
+    handle.write(memoryview(np.ascontiguousarray(rows, dtype=_DTYPE)).cast("B"))
+
+
+@functools.cache
+def _nan_rows() -> np.ndarray:
+    """_FILL_ROWS rows of NaN, made once per process (gaps and contigs without scores are filled with them)."""
+    rows = np.full((_FILL_ROWS, COLUMNS), np.nan, dtype=_DTYPE)
+    rows.flags.writeable = False
+    return rows
+
+
 class LookupWriter:
     """The lookup arrays of ``contigs`` ((name, length), the track contigs in order), written in order::
 
@@ -77,7 +91,7 @@ class LookupWriter:
         while self._index < 0 or self.contigs[self._index][0] != contig:
             self._next_contig()
         self._fill(start)
-        self._handle.write(np.ascontiguousarray(rows, dtype=_DTYPE).tobytes())
+        _write_array(self._handle, rows)
         self._cursor = start + len(rows)
 
     def _next_contig(self) -> None:
@@ -98,7 +112,7 @@ class LookupWriter:
             raise ValueError("lookup rows added out of genome order")
         while self._cursor < end:
             n = min(end - self._cursor, _FILL_ROWS)
-            self._handle.write(np.full((n, COLUMNS), np.nan, dtype=_DTYPE).tobytes())
+            _write_array(self._handle, _nan_rows()[:n])
             self._cursor += n
 
     def close(self) -> None:
