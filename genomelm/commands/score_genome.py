@@ -219,8 +219,20 @@ def _identity(opts: ScoreGenomeOptions, model, tiling, lengths: dict[str, int], 
             "fasta": os.path.abspath(opts.fasta),
             "contigs": [[name, length] for name, length in lengths.items()],
             "track_contigs": [[name, length] for name, length in plan.contigs],
+            **_lookup_spans(plan, tiling.stride),
         },
     }
+
+
+def _lookup_spans(plan: GenomePlan, stride: int) -> dict:
+    """{"lookup_spans": {contig: spans}} for the contigs whose lookup arrays cover only part of them
+    (lookup_store); nothing when every array covers its whole contig (a whole-genome run)."""
+    partial = {
+        name: [[start, end] for start, end in spans]
+        for (name, length), spans in zip(plan.contigs, plan.covered_spans(stride))
+        if spans != [(0, length)]
+    }
+    return {"lookup_spans": partial} if partial else {}
 
 
 def _prepare_work_dir(opts, outdir: str, identity: dict, rank: int, world: int) -> str:
@@ -265,7 +277,7 @@ def _check_resumable(work: str, journal: str, identity: dict) -> None:
 
 def _score_and_write(opts, plan: GenomePlan, scorer: GenomeScorer, work: str, stop: StopFlag, summary, rank, world):
     """Score this rank's segments (those not on disk yet); rank 0's writers turn all into tracks."""
-    pool = _writer_pool(opts, plan, work) if rank == 0 else None
+    pool = _writer_pool(opts, plan, work, scorer.tiling.stride) if rank == 0 else None
     try:
         if pool is not None:
             pool.start()
@@ -284,9 +296,10 @@ def _score_and_write(opts, plan: GenomePlan, scorer: GenomeScorer, work: str, st
     summary.complete = stop.reason is None
 
 
-def _writer_pool(opts, plan: GenomePlan, work: str) -> TrackWriterPool:
+def _writer_pool(opts, plan: GenomePlan, work: str, stride: int) -> TrackWriterPool:
     processes = opts.writers or max(1, min(len(store.TRACKS), (os.cpu_count() or 2) - 1))
     job = WriterJob(work, plan.contigs, plan.segments, zoom_levels=opts.zoom_levels)
+    job.lookup_spans = plan.covered_spans(stride)
     return TrackWriterPool(job, min(processes, len(store.TRACKS)))
 
 

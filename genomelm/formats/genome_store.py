@@ -34,7 +34,8 @@ from genomelm.errors import FormatError, InputError
 from genomelm.formats import atomic
 
 FORMAT = "genomelm-genome-scores"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: lookup arrays of partly scored contigs cover their spans only (lookup_store)
+READABLE_VERSIONS = (2, 3)  # a version 2 store is a version 3 store whose lookup arrays cover whole contigs
 BASES = "ACGT"
 MEAN_TRACKS = tuple(f"llr_{b}" for b in BASES)
 TRACKS = (*MEAN_TRACKS, "llr_min", "surprise")
@@ -97,10 +98,11 @@ def read_manifest(outdir: str) -> dict:
     if manifest.get("format") != FORMAT:
         raise FormatError(f"{path}: not a {FORMAT} manifest")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise FormatError(
-            f"{outdir}: a score-genome store of format version {version}, this genomelm reads version "
-            f"{FORMAT_VERSION}: run `genomelm score-genome` again (or use the genomelm that wrote it)"
+            f"{outdir}: a score-genome store of format version {version}, this genomelm reads versions "
+            f"{READABLE_VERSIONS[0]}-{FORMAT_VERSION}: run `genomelm score-genome` again (or use the genomelm that "
+            "wrote it)"
         )
     return manifest
 

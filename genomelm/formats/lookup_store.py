@@ -1,13 +1,19 @@
 """Lookup arrays of a score-genome store: the llr of every SNV, directly indexed by position.
 
 ``lookup/<i>.npy`` holds contig ``i`` of the manifest's ``genome.track_contigs`` (7 digits, so any
-contig name works): a float32 array of shape (contig length, 6), row = 0-based position. Columns
+contig name works): a float32 array of 6 columns, one row per position the run covered. Columns
 0-2: the llr (mean of both strands) of the 3 alternative bases, in A, C, G, T order without the
 reference base; columns 3-5: their forward-strand llr. NaN = no value (an N, outside --regions, no
 context). The values are the float32 ones of the bigWig tracks, bit for bit.
 
+Which positions a file covers: the whole contig (row = 0-based position), unless the manifest's
+``genome.lookup_spans`` names the contig with sorted [start, end) spans, whose positions are the rows
+one span after the other. A run over --regions covers its segments' spans only, so scoring a 2 kb
+region of a 155 Mb chromosome writes 2 kb of rows, not 3.7 GB of NaN (format version 2 always
+covered whole contigs).
+
 Readers map the files (``np.load(mmap_mode='r')``): a query reads one 24-byte row, where a bigWig
-read decodes every value of a compressed block. 24 bytes per base, uncompressed.
+read decodes every value of a compressed block. 24 bytes per covered base, uncompressed.
 
 Writers append rows in genome order (``LookupWriter``): the bytes depend on the values alone, so a
 resumed run writes the same files as an uninterrupted one.
@@ -71,25 +77,38 @@ def _nan_rows() -> np.ndarray:
     return rows
 
 
+Span = tuple[int, int]  # [start, end) of 0-based positions
+
+
+def covered_rows(spans: list[Span]) -> int:
+    return sum(end - start for start, end in spans)
+
+
 class LookupWriter:
     """The lookup arrays of ``contigs`` ((name, length), the track contigs in order), written in order::
 
-        with LookupWriter(directory, contigs) as writer:
+        with LookupWriter(directory, contigs, spans) as writer:
             writer.add("chr1", start, rows)   # (n, 6) rows of positions [start, start + n), 0-based
 
-    Positions never added are NaN. ``close()`` completes every file (the last contigs included).
+    ``spans``: per contig (in order), the sorted [start, end) spans the file covers; None = whole
+    contigs. Covered positions never added are NaN. ``close()`` completes every file.
     """
 
-    def __init__(self, directory: str, contigs: list[tuple[str, int]]):
+    def __init__(self, directory: str, contigs: list[tuple[str, int]], spans: list[list[Span]] | None = None):
         self.directory, self.contigs = directory, contigs
+        self.spans = spans if spans is not None else [[(0, length)] for _, length in contigs]
+        if len(self.spans) != len(contigs):
+            raise ValueError(f"{len(self.spans)} span lists for {len(contigs)} contigs")
         os.makedirs(os.path.join(directory, LOOKUP_DIR), exist_ok=True)
         self._index = -1  # contig being written
         self._handle = None
-        self._cursor = 0  # next row of that contig
+        self._cursor = 0  # next position of that contig
 
     def add(self, contig: str, start: int, rows: np.ndarray) -> None:
         while self._index < 0 or self.contigs[self._index][0] != contig:
             self._next_contig()
+        if not any(s <= start and start + len(rows) <= e for s, e in self.spans[self._index]):
+            raise ValueError(f"lookup rows {contig}:{start}-{start + len(rows)} lie outside the covered spans")
         self._fill(start)
         _write_array(self._handle, rows)
         self._cursor = start + len(rows)
@@ -102,18 +121,21 @@ class LookupWriter:
         if self._index >= len(self.contigs):
             raise ValueError("lookup rows added out of genome order")
         self._handle = open(lookup_file(self.directory, self._index), "wb")
-        header = {"descr": _DTYPE.str, "fortran_order": False, "shape": (self.contigs[self._index][1], COLUMNS)}
-        np.lib.format.write_array_header_1_0(self._handle, header)
+        shape = (covered_rows(self.spans[self._index]), COLUMNS)
+        np.lib.format.write_array_header_1_0(
+            self._handle, {"descr": _DTYPE.str, "fortran_order": False, "shape": shape}
+        )
         self._cursor = 0
 
     def _fill(self, end: int) -> None:
-        """NaN rows up to ``end`` (exclusive)."""
+        """NaN rows for the covered positions from the cursor up to ``end`` (exclusive)."""
         if end < self._cursor:
             raise ValueError("lookup rows added out of genome order")
-        while self._cursor < end:
-            n = min(end - self._cursor, _FILL_ROWS)
-            _write_array(self._handle, _nan_rows()[:n])
-            self._cursor += n
+        for span_start, span_end in self.spans[self._index]:
+            low, high = max(self._cursor, span_start), min(end, span_end)
+            for first in range(low, high, _FILL_ROWS):
+                _write_array(self._handle, _nan_rows()[: min(_FILL_ROWS, high - first)])
+        self._cursor = end
 
     def close(self) -> None:
         while self._index < len(self.contigs) - 1:
@@ -133,8 +155,33 @@ class LookupWriter:
             self._handle.close()
 
 
-def open_lookup(directory: str, index: int, length: int) -> np.ndarray:
-    """The (length, 6) float32 array of the ``index``-th track contig, memory-mapped read-only."""
+class LookupArray:
+    """One contig's lookup rows by position, whatever spans its file covers."""
+
+    def __init__(self, rows: np.ndarray, spans: list[Span] | None):
+        self.rows = rows
+        self._whole = spans is None
+        if not self._whole:
+            bounds = np.array(spans, dtype=np.int64).reshape(-1, 2)
+            self._starts, self._ends = bounds[:, 0], bounds[:, 1]
+            self._offsets = np.concatenate([[0], np.cumsum(self._ends - self._starts)[:-1]]).astype(np.int64)
+
+    def take(self, pos: np.ndarray) -> np.ndarray:
+        """(K, 6) float32 rows of 0-based positions ``pos`` (K,); NaN rows where the file covers none."""
+        if self._whole:
+            return self.rows[pos]
+        pos = np.asarray(pos, dtype=np.int64)
+        span = np.searchsorted(self._starts, pos, side="right") - 1
+        inside = (span >= 0) & (pos < self._ends[np.maximum(span, 0)])
+        out = np.full((len(pos), COLUMNS), np.nan, dtype=_DTYPE)
+        hit = span[inside]
+        out[inside] = self.rows[self._offsets[hit] + pos[inside] - self._starts[hit]]
+        return out
+
+
+def open_lookup(directory: str, index: int, length: int, spans: list[Span] | None = None) -> LookupArray:
+    """The lookup rows of the ``index``-th track contig (``length`` bases; ``spans``: those its file
+    covers, None = all), memory-mapped read-only."""
     path = lookup_file(directory, index)
     try:
         array = np.load(path, mmap_mode="r")
@@ -142,6 +189,7 @@ def open_lookup(directory: str, index: int, length: int) -> np.ndarray:
         raise InputError(f"lookup array not found: {path} (an incomplete score-genome store)") from None
     except (OSError, ValueError) as exc:
         raise FormatError(f"{path}: unreadable lookup array ({exc})") from None
-    if array.shape != (length, COLUMNS) or array.dtype != _DTYPE:
-        raise FormatError(f"{path}: lookup array of shape {array.shape} {array.dtype}, expected ({length}, 6) float32")
-    return array
+    rows = length if spans is None else covered_rows(spans)
+    if array.shape != (rows, COLUMNS) or array.dtype != _DTYPE:
+        raise FormatError(f"{path}: lookup array of shape {array.shape} {array.dtype}, expected ({rows}, 6) float32")
+    return LookupArray(array, spans)

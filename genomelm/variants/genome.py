@@ -60,6 +60,18 @@ class GenomePlan:
     segments: list[tuple[int, int, int]]
     regions: dict[str, list[tuple[int, int]] | None]
 
+    def covered_spans(self, stride: int) -> list[list[tuple[int, int]]]:
+        """Per contig (in order), the merged [start, end) positions its segments cover (blocks of ``stride``)."""
+        spans: list[list[tuple[int, int]]] = [[] for _ in self.contigs]
+        for index, first, end in self.segments:
+            start, stop = first * stride, min(end * stride, self.contigs[index][1])
+            runs = spans[index]
+            if runs and runs[-1][1] == start:
+                runs[-1] = (runs[-1][0], stop)
+            else:
+                runs.append((start, stop))
+        return spans
+
     @property
     def bases(self) -> int:
         """Positions to score."""

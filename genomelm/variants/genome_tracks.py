@@ -115,6 +115,7 @@ class WriterJob:
     zoom_levels: int = 0
     threads: int = 1  # compression threads of each bigWig file
     shard: tuple[int, int] = (0, 1)  # calibration: this process counts segment i when i % shard[1] == shard[0]
+    lookup_spans: list[list[tuple[int, int]]] | None = None  # per contig: what its lookup array covers (None: all)
 
 
 def run_writer_job(job: WriterJob, cancel) -> None:
@@ -148,7 +149,7 @@ def _write_tracks(job: WriterJob, cancel) -> None:
         t: BigWigWriter(store.track_file(track_dir, t), job.contigs, job.zoom_levels, job.threads) for t in names
     }
     counter = CalibrationCounter() if CALIBRATION_JOB in job.tracks else None
-    lookup = LookupWriter(track_dir, job.contigs) if LOOKUP_JOB in job.tracks else None
+    lookup = LookupWriter(track_dir, job.contigs, job.lookup_spans) if LOOKUP_JOB in job.tracks else None
     for i, (contig, segment) in enumerate(_segments_in_order(job, cancel)):
         scores = SegmentScores(segment)
         for name, writer in writers.items():
@@ -234,7 +235,8 @@ class TrackWriterPool:
             for i in range(calibration_processes)
         ]
         # and the lookup arrays (24 bytes a base, no compression)
-        self.jobs.append(WriterJob(base.work_dir, base.contigs, base.plan, [LOOKUP_JOB]))
+        lookup = WriterJob(base.work_dir, base.contigs, base.plan, [LOOKUP_JOB], lookup_spans=base.lookup_spans)
+        self.jobs.append(lookup)
         # fork, as torch's DataLoader workers: no re-import of torch; the children use numpy and
         # pyBigWig only, never CUDA, so a parent holding CUDA state is fine.
         methods = multiprocessing.get_all_start_methods()

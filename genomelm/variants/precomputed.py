@@ -17,7 +17,7 @@ import numpy as np
 
 from genomelm.errors import FormatError, InputError, UsageError
 from genomelm.formats import genome_store as store
-from genomelm.formats.lookup_store import alt_column, open_lookup
+from genomelm.formats.lookup_store import LookupArray, alt_column, open_lookup
 from genomelm.variants import calibration
 from genomelm.variants.llr import LlrResult, LlrTiling, SnvQuery
 from genomelm.variants.reference import Reference
@@ -37,7 +37,8 @@ class PrecomputedScores:
         self.label = f"{self.manifest['model']['name']} (precomputed in {os.path.basename(os.path.normpath(outdir))})"
         track_contigs = self.manifest["genome"]["track_contigs"]
         self._contigs = {name: (i, int(length)) for i, (name, length) in enumerate(track_contigs)}
-        self._arrays: dict[str, np.ndarray | None] = {}
+        self._spans = self.manifest["genome"].get("lookup_spans", {})  # contigs covered in part (lookup_store)
+        self._arrays: dict[str, LookupArray | None] = {}
 
     # -- identity checks
 
@@ -56,11 +57,12 @@ class PrecomputedScores:
 
     # -- lookups
 
-    def array(self, contig: str) -> np.ndarray | None:
-        """The (length, 6) lookup array of ``contig``; None for a contig the store did not score."""
+    def array(self, contig: str) -> LookupArray | None:
+        """The lookup rows of ``contig``; None for a contig the store did not score."""
         if contig not in self._arrays:
             index = self._contigs.get(contig)
-            self._arrays[contig] = None if index is None else open_lookup(self.outdir, *index)
+            spans = self._spans.get(contig)
+            self._arrays[contig] = None if index is None else open_lookup(self.outdir, *index, spans)
         return self._arrays[contig]
 
     def strands(self, contig: str, pos: np.ndarray, ref: np.ndarray, alt: np.ndarray, last: int):
@@ -71,7 +73,7 @@ class PrecomputedScores:
         if array is None:
             nothing = np.full(len(pos), np.nan)
             return nothing, nothing
-        rows = array[pos]  # (K, 6) float32: one read per SNV
+        rows = array.take(pos)  # (K, 6) float32: one read per SNV
         column = alt_column(ref, alt)
         picked = np.arange(len(pos))
         mean = rows[picked, column].astype(np.float64)

@@ -66,9 +66,20 @@ def track_values(store_dir, track, contig, length) -> np.ndarray:
 
 
 def lookup_array(store_dir, contig) -> np.ndarray:
-    """The lookup array of ``contig`` (its index among the store's track contigs names the file)."""
-    names = [name for name, _ in store.read_manifest(str(store_dir))["genome"]["track_contigs"]]
-    return np.load(lookup_file(str(store_dir), names.index(contig)))
+    """The lookup rows of every position of ``contig`` (NaN where the store's file covers none); its index
+    among the store's track contigs names the file."""
+    genome = store.read_manifest(str(store_dir))["genome"]
+    names = [name for name, _ in genome["track_contigs"]]
+    length = dict(genome["track_contigs"])[contig]
+    spans = genome.get("lookup_spans", {}).get(contig, [[0, length]])
+    rows = np.load(lookup_file(str(store_dir), names.index(contig)))
+    full = np.full((length, rows.shape[1]), np.nan, dtype=rows.dtype)
+    offset = 0
+    for start, end in spans:
+        full[start:end] = rows[offset : offset + end - start]
+        offset += end - start
+    assert offset == len(rows)
+    return full
 
 
 def all_snvs_vcf(path: Path, genome: dict[str, str], contigs=("chr1", "chr2", "chrT", "chrE")) -> Path:
@@ -271,6 +282,39 @@ def test_regions_limit_the_values(data, tmp_path):
     with pytest.raises(InputError, match="outside"):
         sg.run(options(data["fasta"], tmp_path / "x", data["model"], regions=["chr2:1-400"]))
     assert not (tmp_path / "x").exists() and not os.path.exists(store.partial_dir(str(tmp_path / "x")))
+
+
+def test_lookup_arrays_of_regions_cover_their_spans_only(data, tmp_path):
+    """Two regions of chr1 and one of chr2: the lookup files hold the segments' blocks, not whole contigs,
+    and a lookup gives the whole-genome store's values inside the regions, not_in_precomputed outside."""
+    out = tmp_path / "r"
+    sg.run(options(data["fasta"], out, data["model"], regions=["chr1:101-200", "chr1:1201-1260", "chr2:31-60"]))
+    genome = store.read_manifest(str(out))["genome"]
+    spans = genome["lookup_spans"]
+    blocks = [
+        [(101 - 1) // STRIDE * STRIDE, -(-200 // STRIDE) * STRIDE],
+        [1200 // STRIDE * STRIDE, -(-1260 // STRIDE) * STRIDE],
+    ]
+    assert spans == {"chr1": blocks, "chr2": [[24, 72]]}
+    for index, contig in enumerate(("chr1", "chr2")):
+        rows = np.load(lookup_file(str(out), index), mmap_mode="r")
+        assert len(rows) == sum(end - start for start, end in spans[contig])
+    whole_chr1, part_chr1 = lookup_array(data["store"], "chr1"), lookup_array(out, "chr1")
+    for start, end in ((100, 200), (1200, 1260)):
+        np.testing.assert_array_equal(part_chr1[start:end], whole_chr1[start:end])
+    assert np.isnan(part_chr1[:96]).all() and np.isnan(part_chr1[216:1200]).all()
+    vcf_path = all_snvs_vcf(tmp_path / "all.vcf", _genome(), contigs=("chr1", "chr2"))
+    looked = tmp_path / "looked.vcf"
+    sv.run(sv.ScoreVariantsOptions(str(vcf_path), str(data["fasta"]), str(looked), precomputed=str(out)))
+    whole = tmp_path / "whole.vcf"
+    sv.run(sv.ScoreVariantsOptions(str(vcf_path), str(data["fasta"]), str(whole), precomputed=str(data["store"])))
+    inside = {"chr1": [(101, 200), (1201, 1260)], "chr2": [(31, 60)]}  # 1-based, closed
+    for got, expected in zip(_records(looked), _records(whole), strict=True):
+        contig, pos, info = got[0], got[1], got[4]
+        if any(lo <= pos <= hi for lo, hi in inside[contig]):
+            assert_same_annotations([got], [expected])
+        else:  # skipped as in the whole store (an N in the context, say), or for lack of a value
+            assert info.get("GLM_SKIP") == expected[4].get("GLM_SKIP", "not_in_precomputed"), (contig, pos, info)
 
 
 def test_fasta_in_a_read_only_directory(data, tmp_path):
@@ -850,7 +894,7 @@ def test_a_store_of_an_older_format_is_refused_with_a_hint(data, tmp_path):
     vcf_path = _mixed_vcf(tmp_path / "mixed.vcf", _genome())
     opts = sv.ScoreVariantsOptions(str(vcf_path), str(data["fasta"]), str(tmp_path / "o.vcf"), precomputed=str(old))
     with pytest.raises(
-        FormatError, match="format version 1, this genomelm reads version 2: run `genomelm score-genome`"
+        FormatError, match="format version 1, this genomelm reads versions 2-3: run `genomelm score-genome`"
     ):
         sv.run(opts)
     assert not (tmp_path / "o.vcf").exists()
