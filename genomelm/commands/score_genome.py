@@ -417,9 +417,10 @@ def _replace_dir(work: str, outdir: str) -> None:
 def _report(summary: ScoreGenomeSummary) -> None:
     if summary.complete:
         log.info(
-            "scored %s positions (%d segments) in %.1f s (%.0f bp/s), %.1f MB -> %s",
+            "scored %s positions (%d segment%s) in %.1f s (%.0f bp/s), %.1f MB -> %s",
             f"{summary.bases:,}",
             summary.segments,
+            "" if summary.segments == 1 else "s",
             summary.seconds,
             summary.bases_per_second,
             summary.bytes_written / 1e6,
