@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from genomelm.commands._common import load_inference_model
+from genomelm.commands._common import load_inference_model, model_label
+from genomelm.commands._provenance import model_sha256
 from genomelm.commands.embed import POOLINGS, EmbedOptions, embed_ids
 from genomelm.errors import UsageError
 from genomelm.formats import vcf
@@ -30,6 +31,8 @@ from genomelm.model.lm import HyenaDNA
 from genomelm.runtime import batched, select_device
 from genomelm.tokenizer import CharTokenizer, reverse_complement_ids
 from genomelm.variants import Reference, ScoringSettings, Variant, VariantScorer, open_fasta
+from genomelm.variants.methods import CALIBRATION, check_methods
+from genomelm.variants.precomputed import check_store_model, open_stores
 from genomelm.variants.windows import token_log_probs
 
 
@@ -54,6 +57,8 @@ def score_variants(
     *,
     device: str | torch.device | None = None,
     regions: list[str] | None = None,
+    precomputed: str | os.PathLike | None = None,
+    calibration: str | os.PathLike | None = None,
     **settings,
 ) -> Iterator[VariantScore]:
     """Score every ALT allele of ``variants``: a VCF/BCF path, or records ``(chrom, pos, ref, alt)``
@@ -62,19 +67,63 @@ def score_variants(
     ``methods``: llr, delta-ll, embedding. ``settings``: context, stride, window, max_n_frac,
     on_ref_mismatch, batch_size, precision (the score-variants options of those names).
     ``regions`` (VCF input only, indexed): BED paths or chr:start-end (1-based inclusive).
+    ``precomputed``: a `genomelm score-genome` OUTDIR whose llr values are looked up instead of computed
+    (llr only; no model is loaded unless ``model`` is given, and then it must be the store's).
+    ``calibration``: such an OUTDIR whose calibration table ranks each llr (scores llr_pct, llr_phred,
+    llr_pct_ctx, llr_phred_ctx), as ``score-variants --calibration``.
     Yields one VariantScore per ALT allele, in input order; the file is read as the results are consumed.
     """
-    loaded, device = _model(model, device)
+    methods = _methods_with_stores(methods, precomputed, calibration)
     with ExitStack() as stack:
         fasta_source = stack.enter_context(open_fasta(str(fasta), "score_variants"))
+        reference = Reference(fasta_source)
+        stores = open_stores(
+            _path(precomputed), _path(calibration), reference.lengths, str(fasta),
+            settings.get("context"), settings.get("stride"),
+        )  # fmt: skip
+        loaded, device = _scoring_model(model, device, stores)
         records = _records(variants, regions, stack)
         scoring = ScoringSettings(methods=tuple(methods), **settings)
-        scorer = VariantScorer(loaded, Reference(fasta_source), scoring, device, source=str(fasta))
+        scorer = VariantScorer(
+            loaded, reference, scoring, device, str(fasta), stores.precomputed, stores.calibration
+        )  # fmt: skip
         for _, sites in scorer.score_all(records):
             for site in sites:
                 record = site.record
                 for alt, scores, skip in site.allele_results():
                     yield VariantScore(record.chrom, record.pos, record.id, record.ref, alt, scores, skip)
+
+
+def _path(store: str | os.PathLike | None) -> str | None:
+    return None if store is None else os.fspath(store)
+
+
+def _methods_with_stores(methods: Sequence[str], precomputed, calibration) -> list[str]:
+    """The methods of a call, checked against its stores; 'calibration' last when a table ranks llr."""
+    methods = check_methods(list(methods))
+    if precomputed is not None and methods != ["llr"]:
+        raise UsageError("precomputed= holds llr values only: methods=('llr',)")
+    if calibration is not None:
+        if "llr" not in methods:
+            raise UsageError("calibration= ranks llr values: add 'llr' to methods")
+        methods.append(CALIBRATION)
+    return methods
+
+
+def _scoring_model(model, device, stores) -> tuple[HyenaDNA | None, torch.device]:
+    """The model (None: the precomputed store gives every value) and the device to score on."""
+    if stores.precomputed is not None and model is None:
+        return None, torch.device("cpu")
+    if stores.manifest is not None and isinstance(model, HyenaDNA):
+        # a store's values belong to the weight file that made them, and a loaded model has no file to hash
+        raise UsageError(
+            "with precomputed= or calibration=, name the model by its path (model='DIR'), not a loaded one"
+        )
+    loaded, device = _model(model, device)
+    if stores.manifest is not None:
+        spec = None if model is None else str(model)
+        check_store_model(stores, model_sha256(spec, loaded), model_label(spec, loaded))
+    return loaded, device
 
 
 def _records(variants, regions, stack: ExitStack) -> Iterable:

@@ -51,7 +51,7 @@ from genomelm.variants import centred_window as _centred_window
 from genomelm.variants import llr_tiling as _llr_tiling
 from genomelm.variants.fast_lookup import LookedUpBatch, lookup_lines
 from genomelm.variants.methods import CALIBRATION
-from genomelm.variants.precomputed import PrecomputedScores, check_store_genome, load_calibration
+from genomelm.variants.precomputed import check_store_model, open_stores
 from genomelm.variants.windows import CentredWindow
 
 log = get_logger(__name__)
@@ -236,33 +236,17 @@ class _Lookups:
     """The score-genome stores of a run (--precomputed, --calibration), checked against the inputs."""
 
     def __init__(self, opts: ScoreVariantsOptions, lengths: dict[str, int]):
-        self.precomputed = self.calibration = self._manifest = None
-        if opts.precomputed is not None:
-            self.precomputed = PrecomputedScores(opts.precomputed)
-            self.precomputed.check_settings(opts.context, opts.stride)
-            self.precomputed.check_genome(lengths, opts.fasta)
-            self._manifest = self.precomputed.manifest
-        if opts.calibration is not None:
-            self.calibration, self._manifest = load_calibration(opts.calibration)
-            check_store_genome(self._manifest, opts.calibration, lengths, opts.fasta)
+        self.stores = open_stores(opts.precomputed, opts.calibration, lengths, opts.fasta, opts.context, opts.stride)
+        self.precomputed, self.calibration = self.stores.precomputed, self.stores.calibration
+        self._manifest = self.stores.manifest
 
     def model(self, opts: ScoreVariantsOptions, device):
         """The model to score with: None when the store gives the values and no --model was named."""
         if self.precomputed is not None and opts.model is None:
             return None
         model = load_inference_model(opts.model, device, opts.conv_backend, opts.trust_checkpoint)
-        if self._manifest is not None:
-            self._check_model(opts, model)
+        check_store_model(self.stores, model_sha256(opts.model, model), model_label(opts.model, model))
         return model
-
-    def _check_model(self, opts: ScoreVariantsOptions, model) -> None:
-        stored = self._manifest["model"]
-        if model_sha256(opts.model, model) != stored["sha256"]:
-            store = opts.precomputed or opts.calibration
-            raise UsageError(
-                f"--model {model_label(opts.model, model)} is not the model of {store} ({stored['name']}): "
-                "calibration and stored values only mean something for the model that made them"
-            )
 
     def model_label(self, opts: ScoreVariantsOptions, model) -> tuple[str, str]:
         """(label for INFO descriptions, ##genomelm_model value)."""

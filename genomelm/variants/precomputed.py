@@ -12,6 +12,7 @@ nothing else.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -97,6 +98,43 @@ class PrecomputedScores:
 
     def close(self) -> None:
         self._arrays.clear()
+
+
+@dataclass
+class Stores:
+    """The score-genome stores of one scoring run: values to look up, a calibration table, or both."""
+
+    precomputed: PrecomputedScores | None = None
+    calibration: calibration.CalibrationTable | None = None
+    manifest: dict | None = None  # of the store opened last (model identity, for checks and labels)
+    path: str | None = None  # the store errors name: the precomputed one when both are given
+
+
+def open_stores(
+    precomputed: str | None, calibrated_by: str | None, lengths: dict[str, int], fasta: str, context=None, stride=None
+) -> Stores:
+    """Open and check the stores of ``precomputed`` and ``calibrated_by`` (score-genome OUTDIRs) against the
+    FASTA's contigs ``lengths`` and the explicit llr tiling settings (``context``/``stride``, None = not given)."""
+    stores = Stores()
+    if precomputed is not None:
+        stores.precomputed = PrecomputedScores(precomputed)
+        stores.precomputed.check_settings(context, stride)
+        stores.precomputed.check_genome(lengths, fasta)
+        stores.manifest, stores.path = stores.precomputed.manifest, precomputed
+    if calibrated_by is not None:
+        stores.calibration, stores.manifest = load_calibration(calibrated_by)
+        check_store_genome(stores.manifest, calibrated_by, lengths, fasta)
+        stores.path = stores.path or calibrated_by
+    return stores
+
+
+def check_store_model(stores: Stores, sha256: str, label: str) -> None:
+    """UsageError unless the model (its weights' SHA-256) is the one that made the stores' values."""
+    if stores.manifest is not None and sha256 != stores.manifest["model"]["sha256"]:
+        raise UsageError(
+            f"--model {label} is not the model of {stores.path} ({stores.manifest['model']['name']}): "
+            "calibration and stored values only mean something for the model that made them"
+        )
 
 
 def check_store_genome(manifest: dict, outdir: str, lengths: dict[str, int], fasta: str) -> None:

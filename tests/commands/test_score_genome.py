@@ -17,13 +17,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import genomelm
 from genomelm.cli import app
 from genomelm.commands import score_genome as sg
 from genomelm.commands import score_variants as sv
 from genomelm.errors import FormatError, InputError, UsageError
 from genomelm.formats import genome_store as store
 from genomelm.formats import tracks
-from genomelm.formats.checkpoint import save_model
+from genomelm.formats.checkpoint import load_model, save_model
 from genomelm.formats.lookup_store import alt_column, lookup_file
 from genomelm.variants.calibration import CONTEXTS, CalibrationTable
 from genomelm.variants.fast_lookup import lookup_lines
@@ -438,6 +439,44 @@ def test_lookup_outside_the_store_and_bad_stores(data, tmp_path):
     with pytest.raises(InputError, match="not a finished score-genome store"):
         sv.run(sv.ScoreVariantsOptions(**base, precomputed=str(tmp_path)))
     assert not out.with_name("o2.vcf").exists()
+
+
+def test_python_api_looks_up_and_ranks_as_the_cli(data, tmp_path):
+    """genomelm.score_variants(precomputed=, calibration=): the TSV numbers of score-variants with the same stores,
+    without a model; computing with the store's model and ranking gives the same values."""
+    vcf_path = _mixed_vcf(tmp_path / "mixed.vcf", _genome())
+    tsv = tmp_path / "t.tsv"
+    stores = dict(precomputed=str(data["store"]), calibration=str(data["store"]))
+    sv.run(sv.ScoreVariantsOptions(str(vcf_path), str(data["fasta"]), str(tmp_path / "o.vcf"), tsv=str(tsv), **stores))
+    lines = [line.split("\t") for line in tsv.read_text().splitlines() if not line.startswith("#")]
+    rows = [dict(zip(lines[0], line)) for line in lines[1:]]
+    looked = list(genomelm.score_variants(vcf_path, data["fasta"], **stores))
+    computed = genomelm.score_variants(
+        vcf_path, data["fasta"], str(data["model"]), calibration=data["store"], context=CONTEXT, stride=STRIDE
+    )
+    names = ("llr", "llr_fwd", "llr_rev", "llr_pct", "llr_phred", "llr_pct_ctx", "llr_phred_ctx")
+    assert len(rows) == len(looked) and sum(r["skip"] == "NA" for r in rows) > 10
+    for row, result, again in zip(rows, looked, computed, strict=True):
+        assert (result.chrom, str(result.pos), result.ref, result.alt) == (
+            row["chrom"],
+            row["pos"],
+            row["ref"],
+            row["alt"],
+        )
+        assert (result.skip or "NA") == row["skip"] and again.skip == result.skip
+        for name in names:
+            if row[name] == "NA":
+                assert name not in result.scores and name not in again.scores
+            else:
+                assert result.scores[name] == pytest.approx(float(row[name]), rel=1e-5, abs=1e-6)
+                assert again.scores[name] == pytest.approx(result.scores[name], rel=1e-4, abs=1e-5)
+    with pytest.raises(UsageError, match="llr values only"):
+        next(genomelm.score_variants(vcf_path, data["fasta"], methods=("llr", "delta-ll"), **stores))
+    with pytest.raises(UsageError, match="name the model by its path"):
+        next(genomelm.score_variants(vcf_path, data["fasta"], load_model(str(data["model"])), **stores))
+    other = save_model(tiny_model(seed=5), tmp_path / "other-model")
+    with pytest.raises(UsageError, match="not the model of"):
+        next(genomelm.score_variants(vcf_path, data["fasta"], str(other), calibration=data["store"]))
 
 
 def test_calibration_adds_ranks_and_phred(data, tmp_path):
