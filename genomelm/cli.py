@@ -41,6 +41,8 @@ ModelOpt = Annotated[
         "preset (random weights) or Hugging Face id. Default: the shipped model.",
     ),
 ]
+# embed and score-genome: runtime.default_batch_size
+BATCH_DEFAULT = "(default: 8 on a GPU; on a CPU as many as fit 32,768 tokens)"
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 PrecisionOpt = Annotated[
     str,
@@ -208,7 +210,9 @@ def embed(
     pooling: Annotated[str, typer.Option(help="mean (over real bases), last, or none (per token).")] = "mean",
     layer: Annotated[int, typer.Option(help="Hidden layer: -1 final (default), 0 embeddings, i after block i.")] = -1,
     rc: Annotated[bool, typer.Option("--rc", help="Average forward and reverse-complement strands.")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Windows per forward pass.")] = 8,
+    batch_size: Annotated[
+        Optional[int], typer.Option("--batch-size", "-b", help=f"Windows per forward pass {BATCH_DEFAULT}.")
+    ] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     conv_backend: ConvBackendOpt = None,
@@ -455,7 +459,9 @@ def score_genome(
     ] = None,
     stride: Annotated[Optional[int], typer.Option(help="llr: bases scored per pass (as score-variants).")] = None,
     max_n_frac: Annotated[float, typer.Option(help="No values where the context has a larger fraction of N.")] = 0.05,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Blocks per model call (per strand).")] = 8,
+    batch_size: Annotated[
+        Optional[int], typer.Option("--batch-size", "-b", help=f"Blocks per model call (per strand) {BATCH_DEFAULT}.")
+    ] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     conv_backend: ConvBackendOpt = None,

@@ -80,10 +80,25 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def check_batch_size(size: int) -> None:
-    """--batch-size, the same usage error in every command."""
-    if size < 1:
+def check_batch_size(size: int | None) -> None:
+    """--batch-size, the same usage error in every command (None: the default, see ``default_batch_size``)."""
+    if size is not None and size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {size}")
+
+
+GPU_BATCH_SIZE = 8  # windows (or passes) per model call on a GPU when --batch-size is not given
+CPU_BATCH_TOKENS = 1 << 15  # on a CPU: as many as fit this many tokens (1 to GPU_BATCH_SIZE)
+
+
+def default_batch_size(device: torch.device, tokens_per_item: int) -> int:
+    """--batch-size when not given, for items (windows, passes) of ``tokens_per_item`` tokens: 8 on a GPU; on a
+    CPU as many as fit 32,768 tokens, 1 to 8. A CPU runs one 32k-token window as fast as a batch of them, and
+    eight only take more memory: embed and score-genome of chrX regions with the default model peaked at 4.6 GB
+    resident at batch 8 against 1.0-1.1 GB at batch 1, and were no faster (benchmarks/cpu_batch_memory.py,
+    2-core CPU, 2026-12-07; same outputs)."""
+    if device.type != "cpu":
+        return GPU_BATCH_SIZE
+    return max(1, min(GPU_BATCH_SIZE, CPU_BATCH_TOKENS // max(1, tokens_per_item)))
 
 
 def check_max_n_frac(fraction: float) -> None:

@@ -10,7 +10,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from genomelm.runtime import (
     barrier,
     batched,
     check_batch_size,
+    default_batch_size,
     distributed,
     pad_right,
     rank_device,
@@ -53,7 +54,7 @@ class EmbedOptions:
     pooling: str = "mean"
     layer: int = -1  # -1 = final normalised output
     rc: bool = False  # average forward and reverse-complement strands
-    batch_size: int = 8
+    batch_size: int | None = None  # default: runtime.default_batch_size (8 on a GPU; 32k tokens on a CPU)
     device: str = "auto"
     precision: str = "fp32"
     conv_backend: str | None = None
@@ -87,6 +88,7 @@ def run(opts: EmbedOptions) -> EmbedSummary:
     with FastaSource(opts.fasta) as fasta:
         model = load_inference_model(opts.model, device, opts.conv_backend, opts.trust_checkpoint)
         window, stride = _window_and_stride(opts, model.l_max)
+        opts = replace(opts, batch_size=opts.batch_size or default_batch_size(device, window))
         expected = _expected_bases(fasta, regions, window, stride)
         _check_output_size(opts, expected, model.config.d_model)
         metadata = _metadata(opts, model, window, stride)

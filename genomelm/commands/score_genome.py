@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from genomelm import __version__
 from genomelm.commands._common import load_inference_model, model_label, select_device, set_threads
@@ -32,7 +32,15 @@ from genomelm.formats.lookup_store import LOOKUP_DIR
 from genomelm.formats.tracks import check_track_contigs
 from genomelm.log import get_logger, progress
 from genomelm.model.cuda_graphs import cuda_graphs_refused
-from genomelm.runtime import PRECISIONS, barrier, check_batch_size, check_max_n_frac, distributed, rank_device
+from genomelm.runtime import (
+    PRECISIONS,
+    barrier,
+    check_batch_size,
+    check_max_n_frac,
+    default_batch_size,
+    distributed,
+    rank_device,
+)
 from genomelm.training import StopRequest
 from genomelm.variants import Reference, llr_tiling, open_fasta
 from genomelm.variants.genome import SEGMENT_BASES, GenomePlan, GenomeScorer, SegmentSaver, plan_genome
@@ -60,7 +68,7 @@ class ScoreGenomeOptions:
     context: int | None = None  # llr tiling, as score-variants
     stride: int | None = None
     max_n_frac: float = 0.05
-    batch_size: int = 8
+    batch_size: int | None = None  # default: runtime.default_batch_size (8 on a GPU; 32k tokens on a CPU)
     device: str = "auto"
     precision: str = "fp32"
     conv_backend: str | None = None
@@ -132,6 +140,7 @@ def run(opts: ScoreGenomeOptions) -> ScoreGenomeSummary:
         model = load_inference_model(opts.model, device, opts.conv_backend, opts.trust_checkpoint)
         _use_cuda_graphs(model, device)
         tiling = llr_tiling(opts.context, opts.stride, model.l_max)
+        opts = replace(opts, batch_size=opts.batch_size or default_batch_size(device, tiling.pass_length))
         regions = [r for spec in opts.regions for r in parse_regions(spec)] if opts.regions else None
         plan = plan_genome(reference.lengths, regions, tiling, max(1, SEGMENT_BASES // tiling.stride))
         check_track_contigs(plan.contigs)

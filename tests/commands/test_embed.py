@@ -11,6 +11,7 @@ from Bio import bgzf
 from safetensors import safe_open
 from typer.testing import CliRunner
 
+from genomelm import runtime
 from genomelm.cli import app
 from genomelm.commands import embed
 from genomelm.formats.checkpoint import load_model
@@ -67,6 +68,23 @@ def test_batch_size_and_batch_mates_do_not_change_embeddings(genome, tmp_path, t
     for other in outputs[1:]:
         np.testing.assert_allclose(other["embeddings"], outputs[0]["embeddings"], atol=1e-5)
         assert other["start"].tolist() == outputs[0]["start"].tolist()
+
+
+def test_default_batch_size_on_a_cpu_fits_a_token_budget(genome, tmp_path, tiny_model_dir, monkeypatch):
+    """Without --batch-size, a CPU batches as many windows as fit CPU_BATCH_TOKENS (1 to 8), a GPU 8."""
+    assert runtime.default_batch_size(torch.device("cuda"), 32768) == 8
+    assert [runtime.default_batch_size(torch.device("cpu"), t) for t in (32768, 16384, 1000, 40000)] == [1, 2, 8, 1]
+    sizes = []
+    real_batched = embed.batched
+    monkeypatch.setattr(embed, "batched", lambda items, size: sizes.append(size) or real_batched(items, size))
+    monkeypatch.setattr(runtime, "CPU_BATCH_TOKENS", 600)
+    fasta, _ = genome
+    embed.run(options(fasta, tmp_path / "auto.safetensors", tiny_model_dir, batch_size=None))  # window 200
+    embed.run(options(fasta, tmp_path / "three.safetensors", tiny_model_dir))  # batch 3, as given
+    assert sizes == [3, 3]
+    np.testing.assert_array_equal(
+        read(tmp_path / "auto.safetensors")[0]["embeddings"], read(tmp_path / "three.safetensors")[0]["embeddings"]
+    )
 
 
 def test_plain_gzip_and_bgzip_give_the_same_embeddings(genome, tmp_path, tiny_model_dir):
