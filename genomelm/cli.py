@@ -41,7 +41,7 @@ ModelOpt = Annotated[
         "preset (random weights) or Hugging Face id. Default: the shipped model.",
     ),
 ]
-# embed and score-genome: runtime.default_batch_size
+# embed, score-variants and score-genome: runtime.default_batch_size
 BATCH_DEFAULT = "(default: 8 on a GPU; on a CPU as many as fit 32,768 tokens)"
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 PrecisionOpt = Annotated[
@@ -403,7 +403,9 @@ def score_variants(
     ] = "skip",
     strict: Annotated[bool, typer.Option("--strict", help="Any record that cannot be scored is an error.")] = False,
     max_n_frac: Annotated[float, typer.Option(help="Skip variants whose context has a larger fraction of N.")] = 0.05,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Sequences per forward pass.")] = 8,
+    batch_size: Annotated[
+        Optional[int], typer.Option("--batch-size", "-b", help=f"Sequences per forward pass {BATCH_DEFAULT}.")
+    ] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     conv_backend: ConvBackendOpt = None,

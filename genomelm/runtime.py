@@ -93,9 +93,9 @@ CPU_BATCH_TOKENS = 1 << 15  # on a CPU: as many as fit this many tokens (1 to GP
 def default_batch_size(device: torch.device, tokens_per_item: int) -> int:
     """--batch-size when not given, for items (windows, passes) of ``tokens_per_item`` tokens: 8 on a GPU; on a
     CPU as many as fit 32,768 tokens, 1 to 8. A CPU runs one 32k-token window as fast as a batch of them, and
-    eight only take more memory: embed and score-genome of chrX regions with the default model peaked at 4.6 GB
-    resident at batch 8 against 1.0-1.1 GB at batch 1, and were no faster (benchmarks/cpu_batch_memory.py,
-    2-core CPU, 2026-12-07; same outputs)."""
+    eight only take more memory: embed, score-variants and score-genome on chrX with the default model peaked at
+    4.4-5.7 GB resident at batch 8 against 1.0-1.5 GB by default, in the same time within 3 % or less
+    (benchmarks/cpu_batch_memory.py, 2-core CPU, 2026-12-07)."""
     if device.type != "cpu":
         return GPU_BATCH_SIZE
     return max(1, min(GPU_BATCH_SIZE, CPU_BATCH_TOKENS // max(1, tokens_per_item)))

@@ -88,10 +88,10 @@ def run(opts: EmbedOptions) -> EmbedSummary:
     with FastaSource(opts.fasta) as fasta:
         model = load_inference_model(opts.model, device, opts.conv_backend, opts.trust_checkpoint)
         window, stride = _window_and_stride(opts, model.l_max)
-        opts = replace(opts, batch_size=opts.batch_size or default_batch_size(device, window))
         expected = _expected_bases(fasta, regions, window, stride)
         _check_output_size(opts, expected, model.config.d_model)
-        metadata = _metadata(opts, model, window, stride)
+        metadata = _metadata(opts, model, window, stride)  # the command as asked: before the default batch size
+        opts = replace(opts, batch_size=opts.batch_size or default_batch_size(device, window))
         all_windows = fasta.windows(window, stride, regions)
         if world > 1:  # torchrun: this rank's batches to a part file, rank 0 interleaves them
             rows, windows, bases = _embed_rank(opts, model, device, all_windows, metadata, expected, (rank, world))

@@ -78,7 +78,7 @@ class ScoreVariantsOptions:
     on_ref_mismatch: str = "skip"
     strict: bool = False  # any record that cannot be scored is an error
     max_n_frac: float = 0.05  # skip a variant whose context has more N than this
-    batch_size: int = 8
+    batch_size: int | None = None  # default: runtime.default_batch_size (8 on a GPU; 32k tokens on a CPU)
     device: str = "auto"
     precision: str = "fp32"
     conv_backend: str | None = None

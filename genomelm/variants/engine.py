@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from genomelm.formats import vcf
-from genomelm.runtime import Staging
+from genomelm.runtime import GPU_BATCH_SIZE, Staging, default_batch_size
 from genomelm.variants.llr import LlrTiling, SnvQuery, llr_tiling, start_llr_shared
 from genomelm.variants.methods import METHODS, WindowStats, check_methods
 from genomelm.variants.planner import (
@@ -47,7 +47,7 @@ class ScoringSettings:
     window: int | None = None  # delta-ll / embedding: centred REF window; default min(model window / 2, 4096)
     max_n_frac: float = 0.05  # skip a variant whose context has more N than this
     on_ref_mismatch: str = "skip"  # or 'error'
-    batch_size: int = 8
+    batch_size: int | None = None  # sequences per model call; default runtime.default_batch_size
     precision: str = "fp32"
 
 
@@ -79,6 +79,8 @@ class VariantScorer:
         else:
             self.tiling = llr_tiling(settings.context, settings.stride, model.l_max)
         self.window: CentredWindow | None = None if model is None else centred_window(settings.window, model.l_max)
+        if settings.batch_size is None:
+            self.settings = settings = replace(settings, batch_size=self._default_batch_size())
         self.planner = Planner(reference, settings.max_n_frac, settings.on_ref_mismatch, source)
         self.passes = 0  # sequences run through the model so far
         self.in_flight = CHUNKS_IN_FLIGHT if in_flight is None else in_flight
@@ -86,6 +88,16 @@ class VariantScorer:
         self._stages = [Staging(device.type == "cuda") for _ in range(self.in_flight + 1)]
         self._chunks_started = 0
         self._context_memo: tuple = (None, None)  # ((contig, block), reason) of the last llr context checked
+
+    def _default_batch_size(self) -> int:
+        """runtime.default_batch_size for the longest sequence this scorer runs through its model (llr passes,
+        centred windows); without a model (values looked up), GPU_BATCH_SIZE."""
+        if self.model is None:
+            return GPU_BATCH_SIZE
+        lengths = [self.tiling.pass_length] if "llr" in self.methods else []
+        if any(METHODS[m].kind == "window" for m in self.methods):
+            lengths.append(self.window.length)
+        return default_batch_size(self.device, max(lengths, default=1))
 
     def score_all(self, records: Iterable) -> Iterator[tuple[list, list[Site]]]:
         """(chunk of records, their Sites) for every chunk of ``records``, in order. ``in_flight`` chunks
