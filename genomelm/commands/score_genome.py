@@ -307,8 +307,8 @@ def _score_and_write(opts, plan: GenomePlan, scorer: GenomeScorer, work: str, st
 
 def _writer_pool(opts, plan: GenomePlan, work: str, stride: int) -> TrackWriterPool:
     processes = opts.writers or max(1, min(len(store.TRACKS), (os.cpu_count() or 2) - 1))
-    job = WriterJob(work, plan.contigs, plan.segments, zoom_levels=opts.zoom_levels)
-    job.lookup_spans = plan.covered_spans(stride)
+    spans = plan.covered_spans(stride)
+    job = WriterJob(work, plan.contigs, plan.segments, zoom_levels=opts.zoom_levels, lookup_spans=spans)
     return TrackWriterPool(job, min(processes, len(store.TRACKS)))
 
 

@@ -21,6 +21,7 @@ resumed run writes the same files as an uninterrupted one.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 
@@ -99,6 +100,9 @@ class LookupWriter:
         self.spans = spans if spans is not None else [[(0, length)] for _, length in contigs]
         if len(self.spans) != len(contigs):
             raise ValueError(f"{len(self.spans)} span lists for {len(contigs)} contigs")
+        # span starts per contig: add() and _fill() find their spans by bisection (a BED of 20,000
+        # genes makes 20,000 spans and as many segments on one contig: a scan per segment is quadratic)
+        self._starts = [[start for start, _ in contig_spans] for contig_spans in self.spans]
         os.makedirs(os.path.join(directory, LOOKUP_DIR), exist_ok=True)
         self._index = -1  # contig being written
         self._handle = None
@@ -107,7 +111,8 @@ class LookupWriter:
     def add(self, contig: str, start: int, rows: np.ndarray) -> None:
         while self._index < 0 or self.contigs[self._index][0] != contig:
             self._next_contig()
-        if not any(s <= start and start + len(rows) <= e for s, e in self.spans[self._index]):
+        span = self._span_at(start)
+        if span < 0 or start + len(rows) > self.spans[self._index][span][1]:
             raise ValueError(f"lookup rows {contig}:{start}-{start + len(rows)} lie outside the covered spans")
         self._fill(start)
         _write_array(self._handle, rows)
@@ -131,11 +136,18 @@ class LookupWriter:
         """NaN rows for the covered positions from the cursor up to ``end`` (exclusive)."""
         if end < self._cursor:
             raise ValueError("lookup rows added out of genome order")
-        for span_start, span_end in self.spans[self._index]:
+        spans = self.spans[self._index]
+        for span_start, span_end in spans[max(0, self._span_at(self._cursor)) :]:
+            if span_start >= end:
+                break
             low, high = max(self._cursor, span_start), min(end, span_end)
             for first in range(low, high, _FILL_ROWS):
                 _write_array(self._handle, _nan_rows()[: min(_FILL_ROWS, high - first)])
         self._cursor = end
+
+    def _span_at(self, position: int) -> int:
+        """Index of the current contig's last span starting at or before ``position`` (-1: none)."""
+        return bisect.bisect_right(self._starts[self._index], position) - 1
 
     def close(self) -> None:
         while self._index < len(self.contigs) - 1:
