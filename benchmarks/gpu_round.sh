@@ -4,6 +4,7 @@
 #   benchmarks/gpu_round.sh tests                      # pytest -m gpu (every GPU test)
 #   benchmarks/gpu_round.sh genome  CHRX.fa            # score-genome end to end vs model-only, lookup rate
 #   benchmarks/gpu_round.sh training OFFICIAL.py       # fast vs precise training; the official model side by side
+#   benchmarks/gpu_round.sh inference OFFICIAL.py      # inference against the official model; the GEMM floor
 #   benchmarks/gpu_round.sh embed   CHRX.fa            # embed end to end vs model-only
 #
 # CHRX.fa: an uncompressed FASTA (the README's figures use GRCh37 chrX 1-70 Mb); OFFICIAL.py: the official
@@ -11,7 +12,7 @@
 # device, date and versions through the scripts it runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-stage=${1:?usage: benchmarks/gpu_round.sh tests|genome|training|embed [PATH]}
+stage=${1:?usage: benchmarks/gpu_round.sh tests|genome|training|inference|embed [PATH]}
 
 case "$stage" in
   tests)
@@ -27,12 +28,17 @@ case "$stage" in
     python3 benchmarks/fast_backward.py --repeats 5
     python3 benchmarks/official_anchor.py --official "$official" --inference --precision bf16 --repeats 5
     ;;
+  inference)
+    official=${2:?the inference stage needs the official model file}
+    python3 benchmarks/official_anchor.py --official "$official" --training --repeats 5
+    python3 benchmarks/gemm_floor.py --measure --official "$official" --repeats 5
+    ;;
   embed)
     fasta=${2:?the embed stage needs a FASTA}
     python3 benchmarks/embed_end_to_end.py --fasta "$fasta"
     ;;
   *)
-    echo "unknown stage: $stage (tests, genome, training, embed)" >&2
+    echo "unknown stage: $stage (tests, genome, training, inference, embed)" >&2
     exit 2
     ;;
 esac
