@@ -3,7 +3,7 @@
 #
 #   benchmarks/gpu_round.sh tests                      # pytest -m gpu (every GPU test)
 #   benchmarks/gpu_round.sh genome  CHRX.fa            # score-genome end to end vs model-only, lookup rate
-#   benchmarks/gpu_round.sh training OFFICIAL.py       # fast vs precise training; the official model side by side
+#   benchmarks/gpu_round.sh training OFFICIAL.py       # filter gradient; fast vs precise training; the official model
 #   benchmarks/gpu_round.sh inference OFFICIAL.py      # inference against the official model; the GEMM floor
 #   benchmarks/gpu_round.sh embed   CHRX.fa            # embed end to end vs model-only
 #
@@ -25,6 +25,7 @@ case "$stage" in
     ;;
   training)
     official=${2:?the training stage needs the official model file}
+    python3 benchmarks/filter_grad.py
     python3 benchmarks/fast_backward.py --repeats 5
     python3 benchmarks/official_anchor.py --official "$official" --inference --precision bf16 --repeats 5
     ;;

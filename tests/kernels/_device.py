@@ -1,4 +1,9 @@
-"""The device of the fused-kernel tests: the GPU, or the CPU through Triton's interpreter (TRITON_INTERPRET=1)."""
+"""The device of the fused-kernel tests: the GPU, or the CPU through Triton's interpreter (TRITON_INTERPRET=1).
+
+Triton 3.6's interpreter cannot run a loop whose bound is a kernel argument (the cross-spectrum kernel's loop over
+the batch) with numpy >= 2.3: int() of a one-element array is an error there. Put an older numpy first on the path
+of an interpreted run, e.g. ``pip install --target /tmp/np "numpy<2.3"`` and ``PYTHONPATH=/tmp/np:...``.
+"""
 
 from __future__ import annotations
 

@@ -157,6 +157,21 @@ def test_fftconv_forward_backward(L, dtype):
         assert _err(got, exact) <= grad_tol
 
 
+@pytest.mark.parametrize("B, C, F", [(1, 1, 1), (3, 5, 1025), (256, 4, 513), (2, 3, 2500)])
+def test_cross_spectrum_sums_over_the_batch(B, C, F):
+    """The filter gradient's cross-spectrum sum_b g[b] conj(u[b]) (one kernel) against complex128, every element
+    written (poisoned output), a non-contiguous input accepted; a dtype or shape mismatch refused."""
+    g = torch.randn(B, C, F, dtype=torch.complex128, device=DEVICE)
+    u = torch.randn(B, F, C, dtype=torch.complex128, device=DEVICE).transpose(1, 2)  # non-contiguous
+    want = (g * u.conj()).sum(0)
+    got = fc._cross_spectrum(g.to(torch.complex64), u.to(torch.complex64))
+    assert got.shape == (C, F) and got.dtype == torch.complex64
+    assert _err(torch.view_as_real(got), torch.view_as_real(want)) <= 1e-5
+    for other in (u, torch.zeros(B + 1, C, F, dtype=torch.complex64, device=DEVICE)):  # complex128; B + 1 rows
+        with pytest.raises(ValueError, match="complex64"):
+            fc._cross_spectrum(g.to(torch.complex64), other)
+
+
 def test_frozen_filter_and_no_bias():
     """needs_input_grad respected (no k gradient when k is frozen); short_bias None means no bias."""
     B, L, C = 2, 300, 4
