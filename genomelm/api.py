@@ -28,7 +28,7 @@ from genomelm.errors import UsageError
 from genomelm.formats import vcf
 from genomelm.formats.fasta import parse_regions
 from genomelm.model.lm import HyenaDNA
-from genomelm.runtime import batched, select_device
+from genomelm.runtime import batched, check_batch_size, default_batch_size, select_device
 from genomelm.tokenizer import CharTokenizer, reverse_complement_ids
 from genomelm.variants import Reference, ScoringSettings, Variant, VariantScorer, open_fasta
 from genomelm.variants.methods import CALIBRATION, check_methods
@@ -150,17 +150,19 @@ def log_likelihood(
     both_strands: bool = False,
     device: str | torch.device | None = None,
     precision: str = "fp32",
-    batch_size: int = 8,
+    batch_size: int | None = None,
 ):
     """Per-base log-probabilities (natural log) of DNA ``sequences`` under the model.
 
     For a sequence of length L: a float64 array (L,) with ``[t] = log P(base t | bases before t)``
     (NaN at t = 0: no context); with ``both_strands`` an array (2, L) whose second row is
     ``log P(base t | bases after t)`` read on the reverse-complement strand and mapped back to these
-    positions (NaN at t = L - 1). A list of sequences gives a list of arrays.
+    positions (NaN at t = L - 1). A list of sequences gives a list of arrays. ``batch_size``: sequences per
+    model call (default: 8 on a GPU; on a CPU as many as fit 32,768 tokens of the longest sequence).
     """
     loaded, device = _model(model, device)
     ids = [CharTokenizer().encode(s) for s in ([sequences] if isinstance(sequences, str) else sequences)]
+    batch_size = _batch_size(batch_size, device, ids)
     forward = token_log_probs(loaded, ids, device, precision, batch_size)
     out = forward
     if both_strands:
@@ -178,25 +180,36 @@ def embed_sequences(
     rc: bool = False,
     device: str | torch.device | None = None,
     precision: str = "fp32",
-    batch_size: int = 8,
+    batch_size: int | None = None,
 ):
     """Embeddings of DNA ``sequences``, as ``genomelm embed`` computes them for windows.
 
     pooling 'mean' or 'last': a float32 array (N, D) (D,) for one string; 'none': per-token
     matrices (L, D), a list for a list of sequences. ``layer`` -1 = final normalised output, k =
-    after block k; ``rc`` averages the forward and reverse-complement strands.
+    after block k; ``rc`` averages the forward and reverse-complement strands. ``batch_size`` as in
+    ``log_likelihood``.
     """
     if pooling not in POOLINGS:
         raise UsageError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     loaded, device = _model(model, device)
-    opts = EmbedOptions("", "", pooling=pooling, layer=layer, rc=rc, precision=precision, batch_size=batch_size)
     ids = [CharTokenizer().encode(s) for s in ([sequences] if isinstance(sequences, str) else sequences)]
+    batch_size = _batch_size(batch_size, device, ids)
+    opts = EmbedOptions("", "", pooling=pooling, layer=layer, rc=rc, precision=precision, batch_size=batch_size)
     vectors = [
         v.astype(np.float32) for batch in batched(ids, batch_size) for v in embed_ids(loaded, batch, device, opts)
     ]
     if isinstance(sequences, str):
         return vectors[0]
     return np.stack(vectors) if pooling != "none" else vectors
+
+
+def _batch_size(asked: int | None, device: torch.device, ids: list) -> int:
+    """``batch_size`` as asked, else the commands' default for the longest sequence (runtime.default_batch_size:
+    8 on a GPU; on a CPU as many as fit 32,768 tokens)."""
+    check_batch_size(asked)
+    if asked is not None:
+        return asked
+    return default_batch_size(device, max((len(i) for i in ids), default=1))
 
 
 def _model(model, device) -> tuple[HyenaDNA, torch.device]:

@@ -121,6 +121,29 @@ def test_embed_sequences_equals_the_embed_command(tmp_path, tiny_model_dir):
         genomelm.embed_sequences(windows, model=str(tiny_model_dir), pooling="max")
 
 
+def test_default_batch_size_follows_the_commands_rule(tiny_model_dir, monkeypatch):
+    """No batch_size: the commands' rule for the longest sequence (8 on a GPU; on a CPU as many as fit
+    CPU_BATCH_TOKENS), with the numbers of that batch size asked for explicitly."""
+    from genomelm import api, runtime
+
+    cpu = torch.device("cpu")
+    assert api._batch_size(None, cpu, [[0] * 100]) == 8
+    assert api._batch_size(None, cpu, [[0] * 100, [0] * 32768]) == 1
+    assert api._batch_size(None, torch.device("cuda"), [[0] * 32768]) == 8
+    assert api._batch_size(3, cpu, [[0] * 32768]) == 3
+    with pytest.raises(UsageError, match="batch-size"):
+        api._batch_size(0, cpu, [[0] * 10])
+    monkeypatch.setattr(runtime, "CPU_BATCH_TOKENS", 200)  # 2 sequences of <= 100 tokens per call
+    seqs = [random_dna(100 - 7 * i, seed=i) for i in range(5)]
+    model = load_model(str(tiny_model_dir))
+    calls = []  # batch size of every model call
+    model.backbone.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    default = genomelm.log_likelihood(seqs, model=model)
+    assert max(calls) == 2
+    for got, want in zip(default, genomelm.log_likelihood(seqs, model=model, batch_size=2)):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_models_named_by_string_are_loaded_once(tiny_model_dir):
     from genomelm import api
 
