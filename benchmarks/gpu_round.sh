@@ -27,6 +27,8 @@ case "$stage" in
     official=${2:?the training stage needs the official model file}
     python3 benchmarks/filter_grad.py
     python3 benchmarks/fast_backward.py --repeats 5
+    python3 benchmarks/profile_model.py --train --config small-32k:256x1024 --config small-32k:8x32768 \
+      --config medium-160k:2x131072
     python3 benchmarks/official_anchor.py --official "$official" --inference --precision bf16 --repeats 5
     ;;
   inference)

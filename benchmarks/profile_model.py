@@ -27,7 +27,7 @@ GROUPS = [
     ("fused add+LayerNorm", r"add_ln"),
     ("LayerNorm (torch)", r"layer_norm|layernorm"),
     ("Monarch FFT conv (fast mode)", r"_inner_kernel|_outer_forward|_outer_inverse|_one_pass_kernel"),
-    ("Hyena mix pre/post/backward", r"_mix_|_short_conv_bwd|_pad_rows|_skip_rows"),
+    ("Hyena mix pre/post/backward", r"_mix_|_short_conv_bwd|_pad_rows|_skip_rows|_cross_spectrum"),
     ("cuFFT", r"fft|radix|regular_fft|vector_fft"),
     ("GEMM", r"gemm|nvjet|sm90_xmma|cutlass|cublas|matmul|_mm_|mm_kernel|splitk"),
     ("GELU", r"gelu"),
