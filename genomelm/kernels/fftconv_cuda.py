@@ -473,8 +473,8 @@ def _inverse(spec: torch.Tensor, n: int) -> torch.Tensor:
 def _cross_spectrum(g_spec: torch.Tensor, u_spec: torch.Tensor) -> torch.Tensor:
     """(B, C, F) complex64 twice -> sum_b g_spec[b] * conj(u_spec[b]), (C, F) complex64, in one kernel launch."""
     g, u = g_spec.contiguous(), u_spec.contiguous()
-    if g.shape != u.shape or g.dtype != torch.complex64 or u.dtype != torch.complex64:
-        raise ValueError(f"two complex64 spectra of one shape expected, got {g.dtype}{tuple(g.shape)}, "
+    if g.dim() != 3 or g.shape != u.shape or g.dtype != torch.complex64 or u.dtype != torch.complex64:
+        raise ValueError(f"two (B, C, F) complex64 spectra of one shape expected, got {g.dtype}{tuple(g.shape)}, "
                          f"{u.dtype}{tuple(u.shape)}")  # fmt: skip
     out = _empty(g.shape[1:], torch.complex64, g.device)
     flat = g.shape[1] * g.shape[2]
