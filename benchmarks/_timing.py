@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
@@ -19,3 +20,10 @@ def seconds(fn, device: torch.device) -> float:
     started = time.perf_counter()
     fn()
     return time.perf_counter() - started
+
+
+def median_seconds(fn, device: torch.device, repeats: int, warmup: int = 3) -> float:
+    """Median of ``seconds(fn)`` over ``repeats`` calls, after ``warmup`` untimed ones (compilation, caches)."""
+    for _ in range(warmup):
+        fn()
+    return statistics.median(seconds(fn, device) for _ in range(repeats))

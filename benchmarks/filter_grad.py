@@ -12,11 +12,10 @@ Shapes are BATCHxCHANNELSxLENGTH of the training shapes of benchmarks/official_a
 from __future__ import annotations
 
 import argparse
-import statistics
 from functools import partial
 
 import torch
-from _timing import seconds
+from _timing import median_seconds
 from pretrain_throughput import environment
 
 from genomelm.kernels.fftconv_ref import fft_size
@@ -33,10 +32,7 @@ def loop_cross_spectrum(g_spec: torch.Tensor, u_spec: torch.Tensor) -> torch.Ten
 
 
 def median_ms(fn, repeats: int) -> float:
-    device = torch.device("cuda")
-    for _ in range(3):
-        fn()
-    return 1e3 * statistics.median(seconds(fn, device) for _ in range(repeats))
+    return 1e3 * median_seconds(fn, torch.device("cuda"), repeats)
 
 
 def main() -> None:

@@ -18,11 +18,10 @@ out). --peak gives the device's datasheet peaks (TFLOP/s) used to express the de
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 import torch.nn.functional as F
-from _timing import seconds
+from _timing import median_seconds
 from embed_throughput import parse_config
 from pretrain_throughput import environment
 from torch.utils.flop_counter import FlopCounterMode
@@ -78,9 +77,7 @@ def gemm_seconds(name: str, batch: int, length: int, precision: str, repeats: in
         for (k, _), (weight, bias) in zip(shapes, layers):
             F.linear(inputs[k], weight, bias)
 
-    for _ in range(3):
-        step()
-    return statistics.median(seconds(step, device) for _ in range(repeats))
+    return median_seconds(step, device, repeats)
 
 
 def parse_rates(text: str) -> tuple[str, str, float, float]:
